@@ -87,7 +87,9 @@ pub enum ConfigError {
         name: String,
         member: String,
     },
-    #[error("group {namespace}/{name}: the member weights sum to {sum}; at least one must be above 0")]
+    #[error(
+        "group {namespace}/{name}: the member weights sum to {sum}; at least one must be above 0"
+    )]
     ZeroTotalWeight {
         namespace: String,
         name: String,
@@ -239,9 +241,9 @@ fn check_header(field: &'static str, value: &str, may_be_empty: bool) -> Result<
             Err(ConfigError::EmptySetting { field })
         };
     }
-    let valid = value.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-    });
+    let valid = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
     if valid {
         Ok(())
     } else {
@@ -314,7 +316,10 @@ mod tests {
         assert_eq!(config.grpc_header, "mm-vmodel-id");
         assert_eq!(config.override_header, "x-modelsplit-member");
         assert!(config.groups[0].grpc);
-        assert!(FilterConfig::from_json(b"{}").is_err(), "groups is required");
+        assert!(
+            FilterConfig::from_json(b"{}").is_err(),
+            "groups is required"
+        );
     }
 
     #[test]
@@ -348,10 +353,7 @@ mod tests {
     fn rejects_invalid_configs_with_a_message_naming_the_problem() {
         let cases = [
             ("{not json", "invalid filter configuration JSON"),
-            (
-                r#"{"groups":[],"colour":"blue"}"#,
-                "unknown field `colour`",
-            ),
+            (r#"{"groups":[],"colour":"blue"}"#, "unknown field `colour`"),
             (
                 r#"{"groups":[{"namespace":"ns","name":"g","members":[{"name":"a","weight":0}]}]}"#,
                 "group ns/g: the member weights sum to 0",
@@ -380,10 +382,7 @@ mod tests {
                 r#"{"groups":[{"namespace":"ns","name":"g/x","members":[{"name":"a","weight":1}]}]}"#,
                 "must not contain '/'",
             ),
-            (
-                r#"{"groups":[],"restPrefix":"modelmesh"}"#,
-                "`restPrefix`",
-            ),
+            (r#"{"groups":[],"restPrefix":"modelmesh"}"#, "`restPrefix`"),
             (
                 r#"{"groups":[],"grpcHeader":"MM-VModel-Id"}"#,
                 "not a valid lower-case HTTP header name",

@@ -1,0 +1,182 @@
+//! proxy-wasm glue (wasm32 only): read host values, call the core, write results.
+//!
+//! One [`Root`] per worker VM (and one per plugin configuration): it compiles the
+//! configuration in `on_configure` and hands the plan, its counter ids and the
+//! worker's PRNG to each request's [`Request`] context through `Rc`s.
+
+use crate::choose::Rng;
+use crate::plan::{Plan, CONFIG_REJECTED_COUNTER, OVERRIDE_IGNORED_COUNTER};
+use crate::route::{route, RequestHeaders, Rewrite};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
+}}
+
+/// A compiled plan with the host's ids of its per-member counters.
+struct Active {
+    plan: Plan,
+    /// Indexed by `Member::counter_index`; `None` where the host refused the metric.
+    request_counters: Box<[Option<u32>]>,
+    override_ignored: Option<u32>,
+}
+
+struct Root {
+    active: Option<Rc<Active>>,
+    rng: Rc<Cell<Rng>>,
+}
+
+impl Root {
+    fn new(context_id: u32) -> Root {
+        // The one host call for randomness in this worker's life.
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        Root {
+            active: None,
+            rng: Rc::new(Cell::new(Rng::from_host(nanos, context_id))),
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Plan::from_json(&bytes) {
+            Ok(plan) => {
+                let request_counters = plan.counter_names().map(|n| counter(&n)).collect();
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "modelsplit: configured {} groups with {} members",
+                        plan.groups().len(),
+                        plan.member_count()
+                    ),
+                );
+                self.active = Some(Rc::new(Active {
+                    plan,
+                    request_counters,
+                    override_ignored: counter(OVERRIDE_IGNORED_COUNTER),
+                }));
+                true
+            }
+            Err(reason) => {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "modelsplit: rejected configuration: {reason}; keeping the previous one"
+                    ),
+                );
+                increment(counter(CONFIG_REJECTED_COUNTER));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            active: self.active.clone(),
+            rng: Rc::clone(&self.rng),
+            routed: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    /// `None` only before a first valid configuration: then everything passes through.
+    active: Option<Rc<Active>>,
+    rng: Rc<Cell<Rng>>,
+    /// (group, member) chosen for this request, for the response header.
+    routed: Option<(usize, usize)>,
+}
+
+/// Header reads through the host, as bytes so that non-UTF-8 values never fail.
+struct HostHeaders<'a>(&'a Request);
+
+impl RequestHeaders for HostHeaders<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.get_http_request_header_bytes(name)
+    }
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        let mut rng = self.rng.get();
+        let decision = route(&active.plan, &mut rng, &HostHeaders(self));
+        self.rng.set(rng);
+        let Some(decision) = decision else {
+            return Action::Continue;
+        };
+        if decision.override_ignored {
+            increment(active.override_ignored);
+        }
+        let Some(member) = decision.member_in(&active.plan) else {
+            return Action::Continue;
+        };
+        // Changing a request header makes Envoy clear the route cache: the
+        // request is then routed as the member.
+        match &decision.rewrite {
+            Rewrite::Path(path) => self.set_http_request_header_bytes(":path", Some(path)),
+            Rewrite::ModelHeader => self.set_http_request_header_bytes(
+                active.plan.grpc_header(),
+                Some(member.name.as_bytes()),
+            ),
+        }
+        increment(
+            active
+                .request_counters
+                .get(member.counter_index)
+                .copied()
+                .flatten(),
+        );
+        self.routed = Some((decision.group, decision.member));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(active), Some((group, member))) = (&self.active, self.routed) else {
+            return Action::Continue;
+        };
+        let Some(header) = active.plan.routed_header() else {
+            return Action::Continue;
+        };
+        if let Some(member) = active.plan.group(group).and_then(|g| g.members.get(member)) {
+            // Set, not add: exactly one value, which an upstream cannot forge.
+            self.set_http_response_header_bytes(header, Some(member.name.as_bytes()));
+        }
+        Action::Continue
+    }
+}
+
+/// Defines (or finds: Envoy keeps one counter per name) a counter.
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn increment(counter: Option<u32>) {
+    if let Some(id) = counter {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
