@@ -1,1 +1,15 @@
-//! End-to-end harness.
+//! End-to-end tests of modelsplit: a ModelMesh stand-in, the local Envoy gateway's
+//! files and a harness that runs the real Envoy with the built filter.
+
+pub mod kserve {
+    //! KServe v2 gRPC types, client and server (generated from `proto/`).
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}
+pub mod fixture;
+pub mod gateway;
+pub mod gateway_files;
+pub mod http;
+pub mod load;
+pub mod split;
+pub mod standin;

@@ -1,0 +1,108 @@
+//! Test scenery: stand-ins per namespace behind a real Envoy with the built filter.
+//! Setup failures panic with the harness's message (these are test helpers).
+
+use crate::gateway::{require_filter_wasm, Gateway};
+use crate::gateway_files::{ExposedIsvc, Upstream};
+use crate::http::{HttpClient, Reply};
+use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::standin::{StandIn, StandInConfig};
+use modelsplit_filter::config::{FilterConfig, GroupConfig, MemberConfig};
+use tonic::transport::Channel;
+
+/// A group with `members` as (name, weight), gRPC on, not sticky.
+pub fn group(namespace: &str, name: &str, members: &[(&str, u32)]) -> GroupConfig {
+    GroupConfig {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        members: members
+            .iter()
+            .map(|(name, weight)| MemberConfig {
+                name: name.to_string(),
+                weight: *weight,
+            })
+            .collect(),
+        grpc: true,
+        sticky_header: None,
+    }
+}
+
+/// Exposed isvcs `names` in `namespace` (each gets the VirtualService's routes).
+pub fn exposed(namespace: &str, names: &[&str]) -> Vec<ExposedIsvc> {
+    names
+        .iter()
+        .map(|n| ExposedIsvc::new(namespace, n))
+        .collect()
+}
+
+/// Stand-ins and the gateway in front of them.
+pub struct Fixture {
+    // Declared first so Envoy stops before its upstreams do.
+    pub gateway: Gateway,
+    pub standins: Vec<StandIn>,
+    pub http: HttpClient,
+}
+
+impl Fixture {
+    /// Starts one stand-in per config and Envoy routing `isvcs` to them.
+    pub async fn start(
+        config: &FilterConfig,
+        isvcs: &[ExposedIsvc],
+        standins: Vec<StandInConfig>,
+    ) -> Fixture {
+        let wasm = require_filter_wasm();
+        let mut started = Vec::new();
+        for standin in standins {
+            let namespace = standin.namespace.clone();
+            let standin = StandIn::start_local(standin)
+                .await
+                .unwrap_or_else(|e| panic!("stand-in for {namespace}: {e}"));
+            started.push(standin);
+        }
+        let upstreams: Vec<Upstream> = started
+            .iter()
+            .map(|s| Upstream::at(&s.namespace, s.rest_addr, s.grpc_addr))
+            .collect();
+        let gateway = Gateway::start(&wasm, config, isvcs, &upstreams)
+            .await
+            .unwrap_or_else(|e| panic!("starting Envoy: {e}"));
+        Fixture {
+            gateway,
+            standins: started,
+            http: HttpClient::default(),
+        }
+    }
+
+    /// The stand-in of `namespace`.
+    pub fn standin(&self, namespace: &str) -> &StandIn {
+        self.standins
+            .iter()
+            .find(|s| s.namespace == namespace)
+            .unwrap_or_else(|| panic!("no stand-in for namespace {namespace}"))
+    }
+
+    /// Sends a REST request through the gateway; transport errors panic.
+    pub async fn rest(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let method = method.parse().expect("HTTP method");
+        let body = if method == hyper::Method::POST {
+            bytes::Bytes::from_static(br#"{"inputs":[]}"#)
+        } else {
+            bytes::Bytes::new()
+        };
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.http
+            .send(method, &self.gateway.url(path), &all, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A gRPC client connected to the gateway over h2c.
+    pub async fn grpc(&self) -> GrpcInferenceServiceClient<Channel> {
+        let channel = Channel::from_shared(self.gateway.url(""))
+            .expect("gateway URL")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("gRPC connection to the gateway: {e}"));
+        GrpcInferenceServiceClient::new(channel)
+    }
+}

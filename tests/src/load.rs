@@ -1,0 +1,53 @@
+//! Many requests in flight at once, so that 10,000 requests take seconds.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Runs `request(i)` for every `i` in `0..total` with up to `concurrency` in flight;
+/// results are returned in index order.
+pub async fn run_many<T, F, Fut>(total: usize, concurrency: usize, request: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (request, next) = (request.clone(), next.clone());
+        workers.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return done;
+                }
+                done.push((i, request(i).await));
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Ok(done) => all.extend(done),
+            // A request that panicked is a failed test: surface its message.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("request worker cancelled: {error}"),
+        }
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, t)| t).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_every_index_once_in_order() {
+        let results = run_many(1000, 16, |i| async move { i * 2 }).await;
+        assert_eq!(results, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
