@@ -50,6 +50,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        // Defined up front so that `/stats` shows it, at 0, from the first configuration on.
+        let rejected = counter(CONFIG_REJECTED_COUNTER);
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Plan::from_json(&bytes) {
             Ok(plan) => {
@@ -76,7 +78,7 @@ impl RootContext for Root {
                         "modelsplit: rejected configuration: {reason}; keeping the previous one"
                     ),
                 );
-                increment(counter(CONFIG_REJECTED_COUNTER));
+                increment(rejected);
                 false
             }
         }
