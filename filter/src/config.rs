@@ -289,6 +289,8 @@ fn integral_weight<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D:
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn seed() -> &'static str {
         r#"{"groups":[{"namespace":"modelmesh-apps","name":"ai-model",
@@ -298,7 +300,8 @@ mod tests {
             "overrideHeader":"x-modelsplit-member","routedHeader":"x-modelsplit-routed-to"}"#
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn parses_the_design_example() {
         let config = FilterConfig::from_json(seed().as_bytes()).unwrap();
         assert_eq!(config.groups[0].members[0].weight, 80);
@@ -306,7 +309,8 @@ mod tests {
         assert_eq!(config.routed_header, "x-modelsplit-routed-to");
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn defaults_apply_to_everything_but_groups() {
         let config = FilterConfig::from_json(
             br#"{"groups":[{"namespace":"ns","name":"g","members":[{"name":"a","weight":1}]}]}"#,
@@ -322,7 +326,8 @@ mod tests {
         );
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn round_trips_through_json() {
         let config = FilterConfig::from_json(seed().as_bytes()).unwrap();
         assert_eq!(
@@ -331,14 +336,16 @@ mod tests {
         );
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn accepts_integral_floats_from_istio() {
         let json = seed().replace("\"weight\":80", "\"weight\":80.0");
         let config = FilterConfig::from_json(json.as_bytes()).unwrap();
         assert_eq!(config.groups[0].members[0].weight, 80);
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn rejects_bad_weights() {
         for bad in ["80.5", "-1", "\"80\"", "1e20", "null"] {
             let json = seed().replace("\"weight\":80", &format!("\"weight\":{bad}"));
@@ -349,7 +356,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn rejects_invalid_configs_with_a_message_naming_the_problem() {
         let cases = [
             ("{not json", "invalid filter configuration JSON"),
@@ -400,14 +408,16 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn the_same_name_in_two_namespaces_is_fine_when_only_one_has_grpc() {
         let json = r#"{"groups":[{"namespace":"a","name":"g","members":[{"name":"x","weight":1}]},
             {"namespace":"b","name":"g","grpc":false,"members":[{"name":"y","weight":1}]}]}"#;
         assert!(FilterConfig::from_json(json.as_bytes()).is_ok());
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn serialises_without_absent_sticky_header() {
         let config = FilterConfig::with_groups(vec![GroupConfig {
             namespace: "ns".into(),
