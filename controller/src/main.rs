@@ -1,1 +1,120 @@
-fn main() {}
+//! `modelsplit`: the command line of the modelsplit controller.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use modelsplit_controller::render;
+use modelsplit_controller::settings::{self, FailStrategy, GatewayRef, Settings};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Percentage traffic splitting for KServe ModelMesh through the Istio ingress gateway.
+#[derive(Parser)]
+#[command(name = "modelsplit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the WasmPlugin and VirtualServices for a set of manifests.
+    ///
+    /// Reads Namespaces, ServingRuntimes and InferenceServices, writes the resources
+    /// as multi-document YAML on stdout and one line per group on stderr.
+    Render(RenderArgs),
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// A manifest file or directory (multi-document YAML or JSON); repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    paths: Vec<PathBuf>,
+    /// Exit non-zero, printing no resources, when any group is invalid.
+    #[arg(long)]
+    strict: bool,
+    /// A previous render output: invalid groups keep the split published there.
+    #[arg(long, value_name = "FILE")]
+    previous: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// Settings shared by every mode that plans.
+#[derive(Args)]
+struct SettingsArgs {
+    /// Gateway of mesh namespaces that do not name one.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = settings::DEFAULT_GATEWAY)]
+    default_gateway: GatewayRef,
+    /// Put every WasmPlugin in this namespace instead of each gateway's namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    plugin_namespace: Option<String>,
+    /// Label of the gateway pods the WasmPlugin applies to; repeatable [default: istio=ingressgateway].
+    #[arg(long = "selector", value_name = "LABEL=VALUE", value_parser = settings::parse_selector)]
+    selector: Vec<(String, String)>,
+    /// Where Istio fetches the filter module (oci://, https:// or file://).
+    #[arg(long, default_value = settings::DEFAULT_PLUGIN_URL)]
+    url: String,
+    /// SHA-256 of the filter module, checked by Istio.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// What the gateway does if the filter cannot be loaded: FAIL_OPEN or FAIL_CLOSE.
+    #[arg(long, default_value = "FAIL_OPEN")]
+    fail_strategy: FailStrategy,
+    /// Expose every ModelMesh InferenceService, not only those whose runtime has enable-route: "true".
+    #[arg(long)]
+    no_require_enable_route: bool,
+}
+
+impl SettingsArgs {
+    fn into_settings(self) -> Result<Settings> {
+        let defaults = Settings::default();
+        let settings = Settings {
+            default_gateway: self.default_gateway,
+            plugin_namespace: self.plugin_namespace,
+            selector: if self.selector.is_empty() {
+                defaults.selector
+            } else {
+                self.selector.into_iter().collect::<BTreeMap<_, _>>()
+            },
+            url: self.url,
+            sha256: self.sha256,
+            fail_strategy: self.fail_strategy,
+            require_enable_route: !self.no_require_enable_route,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render(args) => run_render(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("modelsplit: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_render(args: RenderArgs) -> Result<ExitCode> {
+    let settings = args.settings.into_settings()?;
+    let (plan, yaml) = render::render(&args.paths, args.previous.as_deref(), &settings)?;
+    for line in render::report_lines(&plan) {
+        eprintln!("{line}");
+    }
+    let invalid = plan.invalid_groups().count();
+    if args.strict && invalid > 0 {
+        bail!("{invalid} group(s) invalid (--strict): no resources printed");
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(yaml.as_bytes())
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,111 @@
+//! The Kubernetes resources `modelsplit run` touches, and the access it needs to each:
+//! one table for the startup checks, the watchers and the RBAC test of controller/deploy/.
+
+use kube::core::ApiResource;
+
+use super::error::ResourceName;
+
+pub const NAMESPACES: ResourceName = ResourceName {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    provided_by: "Kubernetes",
+};
+pub const INFERENCE_SERVICES: ResourceName = ResourceName {
+    group: "serving.kserve.io",
+    version: "v1beta1",
+    plural: "inferenceservices",
+    provided_by: "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
+};
+pub const SERVING_RUNTIMES: ResourceName = ResourceName {
+    group: "serving.kserve.io",
+    version: "v1alpha1",
+    plural: "servingruntimes",
+    provided_by: "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
+};
+pub const WASM_PLUGINS: ResourceName = ResourceName {
+    group: "extensions.istio.io",
+    version: "v1alpha1",
+    plural: "wasmplugins",
+    provided_by: "Istio 1.12 or later (its extensions.istio.io CRDs)",
+};
+pub const VIRTUAL_SERVICES: ResourceName = ResourceName {
+    group: "networking.istio.io",
+    version: "v1beta1",
+    plural: "virtualservices",
+    provided_by: "Istio (its networking.istio.io CRDs)",
+};
+pub const EVENTS: ResourceName = ResourceName {
+    group: "events.k8s.io",
+    version: "v1",
+    plural: "events",
+    provided_by: "Kubernetes 1.19 or later",
+};
+pub const LEASES: ResourceName = ResourceName {
+    group: "coordination.k8s.io",
+    version: "v1",
+    plural: "leases",
+    provided_by: "Kubernetes 1.14 or later",
+};
+
+/// Verbs needed cluster-wide (ClusterRole), in the order the startup checks try them.
+pub const CLUSTER_ACCESS: &[(ResourceName, &[&str])] = &[
+    (NAMESPACES, &["list", "watch"]),
+    (SERVING_RUNTIMES, &["list", "watch"]),
+    (INFERENCE_SERVICES, &["list", "watch"]),
+    (WASM_PLUGINS, &["list", "watch", "create", "patch", "delete"]),
+    (VIRTUAL_SERVICES, &["list", "watch", "create", "patch", "delete"]),
+    (EVENTS, &["create"]),
+];
+
+/// Verbs needed on the Lease in the controller's own namespace (Role).
+pub const LEASE_ACCESS: (ResourceName, &[&str]) = (LEASES, &["get", "create", "update"]);
+
+/// The objects the controller publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ManagedKind {
+    WasmPlugin,
+    VirtualService,
+}
+
+impl ManagedKind {
+    pub const ALL: [ManagedKind; 2] = [ManagedKind::WasmPlugin, ManagedKind::VirtualService];
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            ManagedKind::WasmPlugin => "WasmPlugin",
+            ManagedKind::VirtualService => "VirtualService",
+        }
+    }
+
+    pub fn resource(self) -> ResourceName {
+        match self {
+            ManagedKind::WasmPlugin => WASM_PLUGINS,
+            ManagedKind::VirtualService => VIRTUAL_SERVICES,
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        ManagedKind::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+
+    pub fn api_resource(self) -> ApiResource {
+        api_resource(self.resource(), self.kind())
+    }
+}
+
+/// The dynamic-API description of a resource.
+pub fn api_resource(resource: ResourceName, kind: &str) -> ApiResource {
+    let api_version = if resource.group.is_empty() {
+        resource.version.to_string()
+    } else {
+        format!("{}/{}", resource.group, resource.version)
+    };
+    ApiResource {
+        group: resource.group.to_string(),
+        version: resource.version.to_string(),
+        api_version,
+        kind: kind.to_string(),
+        plural: resource.plural.to_string(),
+    }
+}

@@ -1,0 +1,165 @@
+//! Watchers feeding in-memory stores (kube-runtime reflectors), and one "something
+//! changed" signal for the reconcile loop.
+
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
+use super::metrics::Metrics;
+use super::snapshot::Snapshot;
+use crate::resources::{Namespace, MANAGED_BY_LABEL, MANAGER};
+
+/// Which namespaces to watch for ServingRuntimes and InferenceServices.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    #[default]
+    AllNamespaces,
+    Namespaces(Vec<String>),
+}
+
+/// The reflector stores; read them with [`Stores::snapshot`].
+#[derive(Clone)]
+pub struct Stores {
+    namespaces: Store<Namespace>,
+    serving_runtimes: Vec<Store<DynamicObject>>,
+    inference_services: Vec<Store<DynamicObject>>,
+    managed: Vec<(ManagedKind, Store<DynamicObject>)>,
+}
+
+impl Stores {
+    /// Resolves once every watcher has listed its objects once.
+    pub async fn ready(&self) {
+        let _ = self.namespaces.wait_until_ready().await;
+        let dynamic = self
+            .serving_runtimes
+            .iter()
+            .chain(&self.inference_services)
+            .chain(self.managed.iter().map(|(_, store)| store));
+        for store in dynamic {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// A consistent-enough copy of every store (each store is read atomically).
+    pub fn snapshot(&self) -> Snapshot {
+        let copy = |stores: &[Store<DynamicObject>]| {
+            stores
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| (*o).clone())
+                .collect::<Vec<_>>()
+        };
+        let mut snapshot = Snapshot {
+            namespaces: self.namespaces.state().iter().map(|n| (**n).clone()).collect(),
+            serving_runtimes: copy(&self.serving_runtimes),
+            inference_services: copy(&self.inference_services),
+            ..Snapshot::default()
+        };
+        for (kind, store) in &self.managed {
+            for object in store.state() {
+                snapshot.insert_managed(*kind, (*object).clone());
+            }
+        }
+        snapshot
+    }
+}
+
+/// The running watchers: stores, the change signal, and the task driving them.
+pub struct Watchers {
+    pub stores: Stores,
+    pub changed: Arc<Notify>,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts every watcher. Watch errors are logged, counted and retried with backoff.
+pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
+    let mut streams: Vec<BoxStream<'static, Result<(), watcher::Error>>> = Vec::new();
+
+    let (namespaces, writer) = reflector::store();
+    let api: Api<Namespace> = Api::all(client.clone());
+    streams.push(drive(reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )));
+
+    let mut dynamic = |resource, kind: &str, namespace: Option<&str>, labels: Option<String>| {
+        let resource = api_resource(resource, kind);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let config = match labels {
+            Some(selector) => watcher::Config::default().labels(&selector),
+            None => watcher::Config::default(),
+        };
+        let (store, writer) = reflector::store_with_dyntype(resource);
+        streams.push(drive(reflector::reflector(
+            writer,
+            watcher(api, config).default_backoff(),
+        )));
+        store
+    };
+
+    let namespaces_in_scope: Vec<Option<&str>> = match scope {
+        Scope::AllNamespaces => vec![None],
+        Scope::Namespaces(list) => list.iter().map(|ns| Some(ns.as_str())).collect(),
+    };
+    let serving_runtimes = namespaces_in_scope
+        .iter()
+        .map(|ns| dynamic(SERVING_RUNTIMES, "ServingRuntime", *ns, None))
+        .collect();
+    let inference_services = namespaces_in_scope
+        .iter()
+        .map(|ns| dynamic(INFERENCE_SERVICES, "InferenceService", *ns, None))
+        .collect();
+    // Published objects live in gateway namespaces, whatever the scope.
+    let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGER}");
+    let managed = ManagedKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let store = dynamic(kind.resource(), kind.kind(), None, Some(managed_selector.clone()));
+            (kind, store)
+        })
+        .collect();
+
+    let changed = Arc::new(Notify::new());
+    let signal = changed.clone();
+    let task = tokio::spawn(async move {
+        let mut all = stream::select_all(streams);
+        while let Some(result) = all.next().await {
+            match result {
+                Ok(()) => signal.notify_one(),
+                Err(error) => {
+                    tracing::warn!(%error, "watch failed; retrying with backoff");
+                    metrics.error("watch");
+                }
+            }
+        }
+    });
+
+    Watchers {
+        stores: Stores {
+            namespaces,
+            serving_runtimes,
+            inference_services,
+            managed,
+        },
+        changed,
+        task,
+    }
+}
+
+fn drive<S, K>(stream: S) -> BoxStream<'static, Result<(), watcher::Error>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    stream.map(|event| event.map(drop)).boxed()
+}
