@@ -7,7 +7,9 @@
 //! - [`resources`]: the Kubernetes object types read and written.
 //! - [`render`]: manifests from files in, YAML out (`modelsplit render`).
 //! - [`settings`]: gateway defaults and WasmPlugin settings.
+//! - [`cluster`]: `modelsplit run`, the planner as an in-cluster controller.
 
+pub mod cluster;
 pub mod planner;
 pub mod render;
 pub mod report;
