@@ -5,6 +5,9 @@ use crate::gateway::{require_filter_wasm, Gateway};
 use crate::gateway_files::{ExposedIsvc, Upstream};
 use crate::http::{HttpClient, Reply};
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::kserve::ModelInferRequest;
+use crate::load::run_many;
+use crate::observe::Observed;
 use crate::standin::{StandIn, StandInConfig};
 use modelsplit_filter::config::{FilterConfig, GroupConfig, MemberConfig};
 use tonic::transport::Channel;
@@ -105,4 +108,68 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("gRPC connection to the gateway: {e}"));
         GrpcInferenceServiceClient::new(channel)
     }
+
+    /// Sends `total` REST requests (`concurrency` in flight); `headers(i)` gives the
+    /// extra headers of request `i`. Transport errors panic.
+    pub async fn rest_many(
+        &self,
+        total: usize,
+        method: &str,
+        path: &str,
+        headers: impl Fn(usize) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> Vec<Observed> {
+        let method: hyper::Method = method.parse().expect("HTTP method");
+        let (http, url) = (self.http.clone(), self.gateway.url(path));
+        run_many(total, CONCURRENCY, move |i| {
+            let (http, url, method, extra) =
+                (http.clone(), url.clone(), method.clone(), headers(i));
+            async move {
+                let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+                all.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                let body = if method == hyper::Method::POST {
+                    bytes::Bytes::from_static(br#"{"inputs":[]}"#)
+                } else {
+                    bytes::Bytes::new()
+                };
+                let reply = http
+                    .send(method, &url, &all, body)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Observed::from_rest(&reply)
+            }
+        })
+        .await
+    }
+
+    /// Sends `total` gRPC ModelInfer calls naming `vmodel` in the `mm-vmodel-id`
+    /// header (and no model name in the body, as group clients do).
+    pub async fn grpc_many(
+        &self,
+        total: usize,
+        vmodel: &str,
+        headers: impl Fn(usize) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> Vec<Observed> {
+        let client = self.grpc().await;
+        let vmodel = vmodel.to_string();
+        run_many(total, CONCURRENCY, move |i| {
+            let mut client = client.clone();
+            let mut request = tonic::Request::new(ModelInferRequest {
+                id: i.to_string(),
+                ..Default::default()
+            });
+            let metadata = request.metadata_mut();
+            for (name, value) in
+                std::iter::once(("mm-vmodel-id".to_string(), vmodel.clone())).chain(headers(i))
+            {
+                let name =
+                    tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).expect("header name");
+                metadata.insert(name, value.parse().expect("header value"));
+            }
+            async move { Observed::from_grpc(&client.model_infer(request).await) }
+        })
+        .await
+    }
 }
+
+/// Requests in flight at once in the load helpers.
+pub const CONCURRENCY: usize = 64;

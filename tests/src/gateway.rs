@@ -22,6 +22,8 @@ pub const WASM_RELATIVE_PATH: &str = "target/wasm32-unknown-unknown/release/mode
 const CONCURRENCY: &str = "2";
 /// How long Envoy may take to start (V8 compiles the module per worker).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for a configuration the main thread accepted to reach every worker.
+const WORKER_PROPAGATION: Duration = Duration::from_millis(300);
 /// How long a file change may take to be picked up.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -303,21 +305,25 @@ impl Gateway {
         let before = self.ecds_counters().await?;
         write_atomically(&self.config_dir, ECDS_FILE, &render_ecds(json, &self.wasm))
             .map_err(io("writing the ECDS file"))?;
-        self.wait_for(
-            "react to the new filter configuration",
-            RELOAD_TIMEOUT,
-            || async move {
-                let now = self.ecds_counters().await.ok()?;
-                if now.1 > before.1 {
-                    Some(ConfigOutcome::Rejected)
-                } else if now.0 > before.0 {
-                    Some(ConfigOutcome::Applied)
-                } else {
-                    None
-                }
-            },
-        )
-        .await
+        let outcome = self
+            .wait_for(
+                "react to the new filter configuration",
+                RELOAD_TIMEOUT,
+                || async move {
+                    let now = self.ecds_counters().await.ok()?;
+                    if now.1 > before.1 {
+                        Some(ConfigOutcome::Rejected)
+                    } else if now.0 > before.0 {
+                        Some(ConfigOutcome::Applied)
+                    } else {
+                        None
+                    }
+                },
+            )
+            .await?;
+        // The main thread counts the reload, then hands the new filter to each worker.
+        tokio::time::sleep(WORKER_PROPAGATION).await;
+        Ok(outcome)
     }
 
     /// Envoy's log so far.

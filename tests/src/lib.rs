@@ -11,5 +11,6 @@ pub mod gateway;
 pub mod gateway_files;
 pub mod http;
 pub mod load;
+pub mod observe;
 pub mod split;
 pub mod standin;
