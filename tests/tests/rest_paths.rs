@@ -126,7 +126,7 @@ async fn look_alike_and_foreign_paths_are_left_alone() {
         format!("/modelmesh/{NS}/v2/models//ai-model/infer"),
         format!("/modelmesh/{NS}/v2/models/ai-model%2Finfer"),
         format!("/modelmesh/{NS}//v2/models/ai-model/infer"),
-        format!("/modelmesh/other/v2/models/ai-model/infer"),
+        "/modelmesh/other/v2/models/ai-model/infer".to_string(),
         format!("/modelmesh/{NS}/v1/models/ai-model:predict"),
         format!("/modelmeshx/{NS}/v2/models/ai-model/infer"),
         "/v2/models/ai-model/infer".to_string(),
