@@ -1,7 +1,7 @@
 //! Many requests in flight at once, so that 10,000 requests take seconds.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Runs `request(i)` for every `i` in `0..total` with up to `concurrency` in flight;
@@ -28,7 +28,46 @@ where
             }
         });
     }
-    let mut all = Vec::with_capacity(total);
+    collect(workers, total).await
+}
+
+/// Runs `request(i)` continuously with `concurrency` in flight until `stop` is set
+/// (and at least `minimum` have been sent); results are returned in index order.
+pub async fn run_until<T, F, Fut>(
+    stop: Arc<AtomicBool>,
+    minimum: usize,
+    concurrency: usize,
+    request: F,
+) -> Vec<T>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (request, next, stop) = (request.clone(), next.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= minimum && stop.load(Ordering::Relaxed) {
+                    return done;
+                }
+                done.push((i, request(i).await));
+            }
+        });
+    }
+    collect(workers, 0).await
+}
+
+async fn collect<T: Send + 'static>(
+    mut workers: tokio::task::JoinSet<Vec<(usize, T)>>,
+    expected: usize,
+) -> Vec<T> {
+    let mut all = Vec::with_capacity(expected);
     while let Some(done) = workers.join_next().await {
         match done {
             Ok(done) => all.extend(done),
@@ -49,5 +88,26 @@ mod tests {
     async fn runs_every_index_once_in_order() {
         let results = run_many(1000, 16, |i| async move { i * 2 }).await;
         assert_eq!(results, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn runs_until_stopped_and_at_least_the_minimum() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let load = tokio::spawn(run_until(stop.clone(), 10, 4, move |i| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                i
+            }
+        }));
+        while sent.load(Ordering::Relaxed) < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let results = load.await.unwrap();
+        assert!(results.len() >= 50);
+        assert_eq!(results, (0..results.len()).collect::<Vec<_>>());
     }
 }
