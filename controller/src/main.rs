@@ -24,6 +24,19 @@ enum Command {
     /// Reads Namespaces, ServingRuntimes and InferenceServices, writes the resources
     /// as multi-document YAML on stdout and one line per group on stderr.
     Render(RenderArgs),
+    /// Run the controller in a cluster: watch, plan, apply, prune, report Events.
+    ///
+    /// Needs the InferenceService, ServingRuntime, WasmPlugin and VirtualService CRDs and
+    /// the RBAC of controller/deploy/. Exit codes: 3 CRD missing, 4 RBAC denies access.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    run: modelsplit_controller::cluster::cli::RunArgs,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 #[derive(Args)]
@@ -92,6 +105,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => run_render(args),
+        Command::Run(args) => match args.settings.into_settings() {
+            Ok(settings) => {
+                let code = modelsplit_controller::cluster::cli::main(args.run, settings);
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            }
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(code) => code,

@@ -86,9 +86,8 @@ pub fn is_unchanged(desired: &Value, observed: &DynamicObject) -> bool {
         let Some(want) = meta.and_then(|m| m.get(field)).and_then(Value::as_object) else {
             return true;
         };
-        want.iter().all(|(k, v)| {
-            have.as_ref().and_then(|h| h.get(k)).map(String::as_str) == v.as_str()
-        })
+        want.iter()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)).map(String::as_str) == v.as_str())
     };
     subset("labels", &observed.metadata.labels)
         && subset("annotations", &observed.metadata.annotations)
@@ -138,10 +137,13 @@ impl Writer<'_> {
         for object in ordered {
             let result = match observed.get(&object.key) {
                 Some(current) if is_unchanged(&object.body, current) => Ok(Outcome::Unchanged),
-                current => self
-                    .apply(object)
-                    .await
-                    .map(|()| if current.is_some() { Outcome::Updated } else { Outcome::Created }),
+                current => self.apply(object).await.map(|()| {
+                    if current.is_some() {
+                        Outcome::Updated
+                    } else {
+                        Outcome::Created
+                    }
+                }),
             };
             self.record(&object.key, result, &mut outcomes, &mut first_error)?;
         }
@@ -193,7 +195,11 @@ impl Writer<'_> {
     }
 
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &key.namespace, &key.kind.api_resource())
+        Api::namespaced_with(
+            self.client.clone(),
+            &key.namespace,
+            &key.kind.api_resource(),
+        )
     }
 
     async fn apply(&self, object: &DesiredObject) -> Result<(), ClusterError> {
@@ -202,9 +208,10 @@ impl Writer<'_> {
         // Forced: the controller owns these objects outright; a person's kubectl edit of an
         // owned field is overwritten on the next reconcile, as with any controller.
         let params = PatchParams::apply(MANAGER).force();
+        let patch = Patch::Apply(&object.body);
         let started = Instant::now();
         let result = with_backoff(&format!("apply {}", object.key), self.backoff, || {
-            api.patch(&object.key.name, &params, &Patch::Apply(&object.body))
+            api.patch(&object.key.name, &params, &patch)
         })
         .await;
         self.metrics.observe_apply(started.elapsed());
@@ -216,9 +223,10 @@ impl Writer<'_> {
     async fn delete(&self, key: &ObjectKey) -> Result<(), ClusterError> {
         self.ensure_leading()?;
         let api = self.api(key);
+        let params = DeleteParams::default();
         let started = Instant::now();
         let result = with_backoff(&format!("delete {key}"), self.backoff, || {
-            api.delete(&key.name, &DeleteParams::default())
+            api.delete(&key.name, &params)
         })
         .await;
         self.metrics.observe_apply(started.elapsed());
@@ -301,7 +309,10 @@ mod tests {
 
         let mut current = desired();
         current["spec"]["sha256"] = json!("abc");
-        assert!(!is_unchanged(&desired(), &observed(current)), "a field to remove is a change");
+        assert!(
+            !is_unchanged(&desired(), &observed(current)),
+            "a field to remove is a change"
+        );
 
         let mut current = desired();
         current["metadata"]["labels"] = json!({});

@@ -80,7 +80,10 @@ impl RunArgs {
 /// `modelsplit run`: returns the process exit code (0 after a clean shutdown).
 pub fn main(args: RunArgs, planner: Settings) -> i32 {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("modelsplit run: cannot start the async runtime: {error}");

@@ -41,7 +41,7 @@ pub enum ClusterError {
         "the API server does not serve {resource}: its CustomResourceDefinition is not installed; install {} first",
         resource.provided_by
     )]
-    CrdMissing { resource: ResourceName },
+    CrdMissing { resource: &'static ResourceName },
 
     #[error(
         "RBAC forbids {verb} on {resource}{}: {message}; apply controller/deploy/ (ClusterRole modelsplit-controller) or grant it to the controller's ServiceAccount",
@@ -49,7 +49,7 @@ pub enum ClusterError {
     )]
     Forbidden {
         verb: &'static str,
-        resource: ResourceName,
+        resource: &'static ResourceName,
         namespace: Option<String>,
         message: String,
     },

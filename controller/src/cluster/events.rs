@@ -21,7 +21,7 @@ pub const REPORTING_CONTROLLER: &str = "modelsplit";
 pub const ACTION: &str = "Reconcile";
 
 /// One Event to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventSpec {
     pub regarding: ObjectReference,
     /// Normal or Warning.
@@ -38,7 +38,7 @@ pub enum Subject {
 }
 
 /// The Events for one subject, announced (and remembered) together.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Announcement {
     pub subject: Subject,
     pub said: Said,
@@ -217,7 +217,9 @@ fn isvc_reference(namespace: &str, name: &str, uids: &IsvcUids) -> ObjectReferen
         kind: Some("InferenceService".to_string()),
         name: Some(name.to_string()),
         namespace: Some(namespace.to_string()),
-        uid: uids.get(&(namespace.to_string(), name.to_string())).cloned(),
+        uid: uids
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned(),
         ..Default::default()
     }
 }

@@ -5,43 +5,45 @@ use kube::core::ApiResource;
 
 use super::error::ResourceName;
 
-pub const NAMESPACES: ResourceName = ResourceName {
+pub static NAMESPACES: ResourceName = ResourceName {
     group: "",
     version: "v1",
     plural: "namespaces",
     provided_by: "Kubernetes",
 };
-pub const INFERENCE_SERVICES: ResourceName = ResourceName {
+pub static INFERENCE_SERVICES: ResourceName = ResourceName {
     group: "serving.kserve.io",
     version: "v1beta1",
     plural: "inferenceservices",
-    provided_by: "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
+    provided_by:
+        "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
 };
-pub const SERVING_RUNTIMES: ResourceName = ResourceName {
+pub static SERVING_RUNTIMES: ResourceName = ResourceName {
     group: "serving.kserve.io",
     version: "v1alpha1",
     plural: "servingruntimes",
-    provided_by: "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
+    provided_by:
+        "KServe ModelMesh (the serving.kserve.io CRDs, e.g. from the ODH model serving component)",
 };
-pub const WASM_PLUGINS: ResourceName = ResourceName {
+pub static WASM_PLUGINS: ResourceName = ResourceName {
     group: "extensions.istio.io",
     version: "v1alpha1",
     plural: "wasmplugins",
     provided_by: "Istio 1.12 or later (its extensions.istio.io CRDs)",
 };
-pub const VIRTUAL_SERVICES: ResourceName = ResourceName {
+pub static VIRTUAL_SERVICES: ResourceName = ResourceName {
     group: "networking.istio.io",
     version: "v1beta1",
     plural: "virtualservices",
     provided_by: "Istio (its networking.istio.io CRDs)",
 };
-pub const EVENTS: ResourceName = ResourceName {
+pub static EVENTS: ResourceName = ResourceName {
     group: "events.k8s.io",
     version: "v1",
     plural: "events",
     provided_by: "Kubernetes 1.19 or later",
 };
-pub const LEASES: ResourceName = ResourceName {
+pub static LEASES: ResourceName = ResourceName {
     group: "coordination.k8s.io",
     version: "v1",
     plural: "leases",
@@ -49,17 +51,23 @@ pub const LEASES: ResourceName = ResourceName {
 };
 
 /// Verbs needed cluster-wide (ClusterRole), in the order the startup checks try them.
-pub const CLUSTER_ACCESS: &[(ResourceName, &[&str])] = &[
-    (NAMESPACES, &["list", "watch"]),
-    (SERVING_RUNTIMES, &["list", "watch"]),
-    (INFERENCE_SERVICES, &["list", "watch"]),
-    (WASM_PLUGINS, &["list", "watch", "create", "patch", "delete"]),
-    (VIRTUAL_SERVICES, &["list", "watch", "create", "patch", "delete"]),
-    (EVENTS, &["create"]),
+pub const CLUSTER_ACCESS: &[(&ResourceName, &[&str])] = &[
+    (&NAMESPACES, &["list", "watch"]),
+    (&SERVING_RUNTIMES, &["list", "watch"]),
+    (&INFERENCE_SERVICES, &["list", "watch"]),
+    (
+        &WASM_PLUGINS,
+        &["list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        &VIRTUAL_SERVICES,
+        &["list", "watch", "create", "patch", "delete"],
+    ),
+    (&EVENTS, &["create"]),
 ];
 
 /// Verbs needed on the Lease in the controller's own namespace (Role).
-pub const LEASE_ACCESS: (ResourceName, &[&str]) = (LEASES, &["get", "create", "update"]);
+pub const LEASE_ACCESS: (&ResourceName, &[&str]) = (&LEASES, &["get", "create", "update"]);
 
 /// The objects the controller publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,10 +86,10 @@ impl ManagedKind {
         }
     }
 
-    pub fn resource(self) -> ResourceName {
+    pub fn resource(self) -> &'static ResourceName {
         match self {
-            ManagedKind::WasmPlugin => WASM_PLUGINS,
-            ManagedKind::VirtualService => VIRTUAL_SERVICES,
+            ManagedKind::WasmPlugin => &WASM_PLUGINS,
+            ManagedKind::VirtualService => &VIRTUAL_SERVICES,
         }
     }
 
@@ -95,7 +103,7 @@ impl ManagedKind {
 }
 
 /// The dynamic-API description of a resource.
-pub fn api_resource(resource: ResourceName, kind: &str) -> ApiResource {
+pub fn api_resource(resource: &ResourceName, kind: &str) -> ApiResource {
     let api_version = if resource.group.is_empty() {
         resource.version.to_string()
     } else {

@@ -230,7 +230,8 @@ impl Leadership {
     }
 
     pub fn step_down(&self) {
-        self.until.send_if_modified(|current| current.take().is_some());
+        self.until
+            .send_if_modified(|current| current.take().is_some());
     }
 
     /// Notified when leadership is gained or given up (not on every renewal).
@@ -285,7 +286,9 @@ pub async fn keep_leading(
     if was_leading {
         match elector.release(Timestamp::now()).await {
             Ok(()) => tracing::info!("released the lease"),
-            Err(error) => tracing::warn!(%error, "could not release the lease; it expires by itself"),
+            Err(error) => {
+                tracing::warn!(%error, "could not release the lease; it expires by itself")
+            }
         }
     }
 }

@@ -174,7 +174,10 @@ async fn readiness(State(metrics): State<Metrics>) -> impl IntoResponse {
     if metrics.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first list of every watched resource")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first list of every watched resource",
+        )
     }
 }
 

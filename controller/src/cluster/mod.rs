@@ -33,7 +33,7 @@ use tokio::sync::watch as signal;
 use tokio::time::Instant;
 
 pub use error::ClusterError;
-use lease::{keep_leading, LeaderElector, LeaseSettings, Leadership};
+use lease::{keep_leading, LeaderElector, Leadership, LeaseSettings};
 use metrics::Metrics;
 use reconcile::Reconciler;
 use retry::Backoff;
@@ -124,7 +124,11 @@ pub async fn run(
                 metrics.reconciled(true);
                 failures = 0;
                 retry_at = None;
-                tracing::debug!(groups = outcome.plan.groups.len(), events = outcome.events, "reconciled");
+                tracing::debug!(
+                    groups = outcome.plan.groups.len(),
+                    events = outcome.events,
+                    "reconciled"
+                );
             }
             Err(error) => {
                 metrics.reconciled(false);
@@ -151,7 +155,11 @@ async fn debounce(changed: &tokio::sync::Notify, quiet: Duration) {
     let deadline = Instant::now() + quiet * 10;
     loop {
         let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
-        if wait.is_zero() || tokio::time::timeout(wait, changed.notified()).await.is_err() {
+        if wait.is_zero()
+            || tokio::time::timeout(wait, changed.notified())
+                .await
+                .is_err()
+        {
             return;
         }
     }

@@ -2,11 +2,11 @@
 //! and RBAC lets the controller do what it will do. A clear error and exit code here beats
 //! a watcher that retries a 404 forever.
 
-use kube::api::{DynamicObject, ListParams, PostParams};
-use kube::{Api, Client};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::{Api, Client};
 
 use super::error::{status_code, ClusterError, ResourceName};
 use super::kinds::{api_resource, CLUSTER_ACCESS, LEASE_ACCESS};
@@ -16,12 +16,12 @@ use super::kinds::{api_resource, CLUSTER_ACCESS, LEASE_ACCESS};
 pub async fn check(client: &Client, lease_namespace: &str) -> Result<(), ClusterError> {
     for (resource, verbs) in CLUSTER_ACCESS {
         if verbs.contains(&"list") {
-            check_list(client, *resource).await?;
+            check_list(client, resource).await?;
         }
     }
     for (resource, verbs) in CLUSTER_ACCESS {
         for verb in verbs.iter().filter(|v| !matches!(**v, "list")) {
-            check_access(client, verb, *resource, None).await?;
+            check_access(client, verb, resource, None).await?;
         }
     }
     let (resource, verbs) = LEASE_ACCESS;
@@ -31,7 +31,7 @@ pub async fn check(client: &Client, lease_namespace: &str) -> Result<(), Cluster
     Ok(())
 }
 
-async fn check_list(client: &Client, resource: ResourceName) -> Result<(), ClusterError> {
+async fn check_list(client: &Client, resource: &'static ResourceName) -> Result<(), ClusterError> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(resource, ""));
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
@@ -51,7 +51,7 @@ async fn check_list(client: &Client, resource: ResourceName) -> Result<(), Clust
 async fn check_access(
     client: &Client,
     verb: &'static str,
-    resource: ResourceName,
+    resource: &'static ResourceName,
     namespace: Option<&str>,
 ) -> Result<(), ClusterError> {
     let review = SelfSubjectAccessReview {

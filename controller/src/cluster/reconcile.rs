@@ -88,12 +88,17 @@ impl Reconciler {
             metrics: &self.metrics,
             backoff: self.backoff,
         };
-        let writes = writer.sync(&desired_objects(&plan), &snapshot.managed).await?;
+        let writes = writer
+            .sync(&desired_objects(&plan), &snapshot.managed)
+            .await?;
 
         let published: Vec<_> = previous.into_values().collect();
-        let announcements =
-            self.memory
-                .changes(&plan.groups, &plan.notices, &published, &snapshot.isvc_uids());
+        let announcements = self.memory.changes(
+            &plan.groups,
+            &plan.notices,
+            &published,
+            &snapshot.isvc_uids(),
+        );
         let mut sent = 0;
         let mut first_error = None;
         'announcements: for announcement in &announcements {

@@ -53,7 +53,11 @@ pub fn is_retryable(error: &kube::Error) -> bool {
 }
 
 /// Runs `call` until it succeeds, fails for good, or runs out of attempts.
-pub async fn with_backoff<T, F, Fut>(what: &str, backoff: Backoff, mut call: F) -> Result<T, kube::Error>
+pub async fn with_backoff<T, F, Fut>(
+    what: &str,
+    backoff: Backoff,
+    mut call: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -80,7 +84,9 @@ mod tests {
     #[test]
     fn delays_double_up_to_the_cap() {
         let backoff = Backoff::default();
-        let delays: Vec<_> = (1..=7).map(|n| backoff.delay_after(n).as_millis()).collect();
+        let delays: Vec<_> = (1..=7)
+            .map(|n| backoff.delay_after(n).as_millis())
+            .collect();
         assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(backoff.delay_after(200), Duration::from_secs(5));
     }

@@ -12,6 +12,7 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::error::ResourceName;
 use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
 use super::metrics::Metrics;
 use super::snapshot::Snapshot;
@@ -58,7 +59,12 @@ impl Stores {
                 .collect::<Vec<_>>()
         };
         let mut snapshot = Snapshot {
-            namespaces: self.namespaces.state().iter().map(|n| (**n).clone()).collect(),
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| (**n).clone())
+                .collect(),
             serving_runtimes: copy(&self.serving_runtimes),
             inference_services: copy(&self.inference_services),
             ..Snapshot::default()
@@ -90,23 +96,25 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
         watcher(api, watcher::Config::default()).default_backoff(),
     )));
 
-    let mut dynamic = |resource, kind: &str, namespace: Option<&str>, labels: Option<String>| {
-        let resource = api_resource(resource, kind);
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
+    let mut dynamic =
+        |resource: &ResourceName, kind: &str, namespace: Option<&str>, labels: Option<String>| {
+            let resource = api_resource(resource, kind);
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let config = match labels {
+                Some(selector) => watcher::Config::default().labels(&selector),
+                None => watcher::Config::default(),
+            };
+            let writer = reflector::store::Writer::new(resource);
+            let store = writer.as_reader();
+            streams.push(drive(reflector::reflector(
+                writer,
+                watcher(api, config).default_backoff(),
+            )));
+            store
         };
-        let config = match labels {
-            Some(selector) => watcher::Config::default().labels(&selector),
-            None => watcher::Config::default(),
-        };
-        let (store, writer) = reflector::store_with_dyntype(resource);
-        streams.push(drive(reflector::reflector(
-            writer,
-            watcher(api, config).default_backoff(),
-        )));
-        store
-    };
 
     let namespaces_in_scope: Vec<Option<&str>> = match scope {
         Scope::AllNamespaces => vec![None],
@@ -114,18 +122,23 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
     };
     let serving_runtimes = namespaces_in_scope
         .iter()
-        .map(|ns| dynamic(SERVING_RUNTIMES, "ServingRuntime", *ns, None))
+        .map(|ns| dynamic(&SERVING_RUNTIMES, "ServingRuntime", *ns, None))
         .collect();
     let inference_services = namespaces_in_scope
         .iter()
-        .map(|ns| dynamic(INFERENCE_SERVICES, "InferenceService", *ns, None))
+        .map(|ns| dynamic(&INFERENCE_SERVICES, "InferenceService", *ns, None))
         .collect();
     // Published objects live in gateway namespaces, whatever the scope.
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGER}");
     let managed = ManagedKind::ALL
         .into_iter()
         .map(|kind| {
-            let store = dynamic(kind.resource(), kind.kind(), None, Some(managed_selector.clone()));
+            let store = dynamic(
+                kind.resource(),
+                kind.kind(),
+                None,
+                Some(managed_selector.clone()),
+            );
             (kind, store)
         })
         .collect();
