@@ -8,8 +8,11 @@
 use crate::choose::member_seed;
 use crate::config::{ConfigError, FilterConfig};
 
-/// Prefix of every counter the filter defines (Envoy adds `wasmcustom.` in front).
+/// Prefix of every counter the filter defines.
 pub const COUNTER_PREFIX: &str = "modelsplit";
+/// What Envoy (1.40) puts in front of proxy-wasm metric names in `/stats`: its custom
+/// stat namespace. `/stats` shows e.g. `wasmcustom.modelsplit.override_ignored`.
+pub const ENVOY_STATS_PREFIX: &str = "wasmcustom.";
 /// Counter of requests that named a non-member in the override header.
 pub const OVERRIDE_IGNORED_COUNTER: &str = "modelsplit.override_ignored";
 /// Counter of configurations the filter refused (the previous one stays in force).
