@@ -92,12 +92,18 @@ impl fmt::Display for Notice {
     }
 }
 
-/// `m1=80% m2=20%`.
+/// `m1=80% m2=20%`: each member's effective share of the group's traffic (its
+/// weight over the sum, so a held-back member's share shows on the others).
 fn split(group: &GroupConfig) -> String {
+    let total = group.total_weight().max(1);
     let parts: Vec<String> = group
         .members
         .iter()
-        .map(|m| format!("{}={}%", m.name, rules::percent(m.weight)))
+        .map(|m| {
+            let share = (u64::from(m.weight) * u64::from(rules::FULL_WEIGHT) + total / 2) / total;
+            let share = u32::try_from(share).unwrap_or(rules::FULL_WEIGHT);
+            format!("{}={}%", m.name, rules::percent(share))
+        })
         .collect();
     parts.join(" ")
 }

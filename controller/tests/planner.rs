@@ -111,7 +111,7 @@ fn seed_workflow_splits_80_20_in_basis_points() {
     assert!(group.grpc);
     assert_eq!(group.sticky_header, None);
     // One WasmPlugin in the gateway's namespace with exactly this group.
-    assert_eq!(config(&plan, "istio-system").groups, [group.clone()]);
+    assert_eq!(config(&plan, "istio-system").groups, std::slice::from_ref(group));
     let plugin = &plan.wasm_plugins[0];
     assert_eq!(plugin.metadata.namespace.as_deref(), Some("istio-system"));
     // Both members routed, with gRPC, bound to the annotated gateway.
