@@ -5,8 +5,9 @@
 //! log and keeps the whole working directory (its path is printed).
 
 use crate::gateway_files::{
-    render_bootstrap, render_dynamic, render_ecds, write_atomically, BootstrapSettings,
-    ExposedIsvc, Upstream, ECDS_FILE, FILTER_NAME, LISTENER_NAME,
+    render_bootstrap, render_ecds, transition_steps, write_atomically, BootstrapSettings,
+    ExposedIsvc, GatewayState, Upstream, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE,
+    ROUTE_CONFIG_NAME,
 };
 use crate::http::HttpClient;
 use modelsplit_filter::config::FilterConfig;
@@ -167,6 +168,8 @@ pub struct Gateway {
     config_dir: PathBuf,
     log_path: PathBuf,
     wasm: PathBuf,
+    /// What the watched files currently say.
+    state: std::sync::Mutex<GatewayState>,
     /// The gateway listener (HTTP/1.1 and h2c).
     pub listener: SocketAddr,
     pub admin: SocketAddr,
@@ -190,7 +193,13 @@ impl Gateway {
             .map_err(io("creating the gateway's working directory"))?;
         let config_dir = workdir.path().join("config");
         std::fs::create_dir(&config_dir).map_err(io("creating the config directory"))?;
-        render_dynamic(config, isvcs, upstreams, wasm)
+        let state = GatewayState {
+            config: config.clone(),
+            isvcs: isvcs.to_vec(),
+            upstreams: upstreams.to_vec(),
+        };
+        state
+            .render(wasm)
             .write(&config_dir)
             .map_err(io("writing the gateway files"))?;
         let loopback_any_port = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -229,6 +238,7 @@ impl Gateway {
             config_dir,
             log_path,
             wasm: wasm.to_path_buf(),
+            state: std::sync::Mutex::new(state),
             listener: loopback_any_port,
             admin: loopback_any_port,
             admin_client: HttpClient::default(),
@@ -287,10 +297,73 @@ impl Gateway {
         Ok(Stats::parse(&reply.text()))
     }
 
+    /// The state the watched files currently describe.
+    pub fn state(&self) -> GatewayState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Moves the gateway to `new` (filter, routes and clusters) in the steps of
+    /// [`transition_steps`], waiting for Envoy to apply each before the next.
+    pub async fn update(&self, new: GatewayState) -> Result<(), HarnessError> {
+        let old = self.state();
+        for step in transition_steps(Some(&old), &new, &self.wasm) {
+            let before = self.subscription_counters().await?;
+            for (file, contents) in &step {
+                write_atomically(&self.config_dir, file, contents)
+                    .map_err(io(format!("writing {file}")))?;
+            }
+            let changed: Vec<&str> = step.iter().map(|(file, _)| *file).collect();
+            self.wait_for("apply the changed gateway files", RELOAD_TIMEOUT, || {
+                let (changed, before) = (changed.clone(), &before);
+                async move {
+                    let now = self.subscription_counters().await.ok()?;
+                    changed
+                        .iter()
+                        .all(|file| now.get(file) > before.get(file))
+                        .then_some(())
+                }
+            })
+            .await?;
+            if self.ecds_counters().await?.1 > before.get("ecds-failures").copied().unwrap_or(0) {
+                return Err(HarnessError::Timeout {
+                    what: "accept the new filter configuration (it was rejected)".into(),
+                    seconds: 0,
+                    log_tail: self.log_tail(30),
+                });
+            }
+            // Lets events from this step's other renames drain, and workers catch up.
+            tokio::time::sleep(WORKER_PROPAGATION).await;
+        }
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    /// Successful loads per watched file (plus the ECDS failures).
+    async fn subscription_counters(&self) -> Result<BTreeMap<&'static str, u64>, HarnessError> {
+        let stats = self
+            .stats_filtered("update_success|config_reload|config_fail")
+            .await?;
+        let (reloads, failures) = self.ecds_counters().await?;
+        Ok(BTreeMap::from([
+            (CDS_FILE, stats.get("cluster_manager.cds.update_success")),
+            (
+                RDS_FILE,
+                stats.get(&format!(
+                    "http.{LISTENER_NAME}.rds.{ROUTE_CONFIG_NAME}.update_success"
+                )),
+            ),
+            (ECDS_FILE, reloads + failures),
+            ("ecds-failures", failures),
+        ]))
+    }
+
     /// Replaces the filter configuration and waits until Envoy applied it.
     pub async fn apply_filter_config(&self, config: &FilterConfig) -> Result<(), HarnessError> {
         match self.push_filter_config_json(&config.to_json()).await? {
-            ConfigOutcome::Applied => Ok(()),
+            ConfigOutcome::Applied => {
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).config = config.clone();
+                Ok(())
+            }
             ConfigOutcome::Rejected => Err(HarnessError::Timeout {
                 what: "accept a valid filter configuration (it was rejected)".into(),
                 seconds: 0,
