@@ -298,10 +298,16 @@ fn typed<T: DeserializeOwned>(
         .to_string();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
+        // serde_path_to_error writes the document root as ".".
+        let message = if field == "." {
+            format!("{kind} {name}: {}", e.inner())
+        } else {
+            format!("{kind} {name}: field {field}: {}", e.inner())
+        };
         RenderError::Document {
             path: path.to_path_buf(),
             document: location,
-            message: format!("{kind} {name}: field {field}: {}", e.inner()),
+            message,
         }
     })
 }

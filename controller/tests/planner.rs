@@ -111,7 +111,10 @@ fn seed_workflow_splits_80_20_in_basis_points() {
     assert!(group.grpc);
     assert_eq!(group.sticky_header, None);
     // One WasmPlugin in the gateway's namespace with exactly this group.
-    assert_eq!(config(&plan, "istio-system").groups, std::slice::from_ref(group));
+    assert_eq!(
+        config(&plan, "istio-system").groups,
+        std::slice::from_ref(group)
+    );
     let plugin = &plan.wasm_plugins[0];
     assert_eq!(plugin.metadata.namespace.as_deref(), Some("istio-system"));
     // Both members routed, with gRPC, bound to the annotated gateway.
@@ -670,4 +673,22 @@ fn every_output_is_labelled_managed_by_modelsplit() {
         );
     }
     assert_eq!(count, 2 + 4);
+}
+
+#[test]
+fn group_and_inference_service_names_share_one_grpc_namespace_per_gateway() {
+    let plan = plan(&["group-vs-isvc-across-namespaces.yaml"]);
+    // team-b's InferenceService "ai-model" is older than modelmesh-apps' group.
+    let report = group(&plan, "modelmesh-apps", "ai-model");
+    assert_eq!(
+        report
+            .grpc_lost
+            .as_ref()
+            .map(|l| l.owner_namespace.as_str()),
+        Some("team-b")
+    );
+    assert!(exposed(&plan, "team-b").contains(&("ai-model".to_string(), true)));
+    // modelmesh-apps' group "ranker" is older than team-b's InferenceService.
+    assert!(published(&plan, "modelmesh-apps", "ranker").grpc);
+    assert!(exposed(&plan, "team-b").contains(&("ranker".to_string(), false)));
 }

@@ -290,6 +290,12 @@ fn input_errors_name_the_file_document_and_field() {
     let err = failure(&["render", "-f", "fixtures/broken/no-name.yaml"]);
     assert!(err.contains("ServingRuntime has no metadata.name"), "{err}");
 
+    let err = failure(&["render", "-f", "fixtures/broken/no-spec.yaml"]);
+    assert!(
+        err.contains("no-spec.yaml: document 1: InferenceService specless: missing field `spec`"),
+        "{err}"
+    );
+
     let err = failure(&["render", "-f", "fixtures/does-not-exist.yaml"]);
     assert!(err.contains("fixtures/does-not-exist.yaml"), "{err}");
 
