@@ -85,6 +85,19 @@ pub struct BootstrapSettings {
     pub config_dir: PathBuf,
 }
 
+impl BootstrapSettings {
+    /// The layout inside a container (`envoy/bootstrap.json`, docker-compose):
+    /// gateway on 8080 for the host to reach, admin on loopback 9901, files in
+    /// `/etc/modelsplit/gateway`.
+    pub fn container() -> Self {
+        BootstrapSettings {
+            listener: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            config_dir: PathBuf::from("/etc/modelsplit/gateway"),
+        }
+    }
+}
+
 /// The three files Envoy watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynamicFiles {
@@ -620,6 +633,23 @@ mod tests {
         assert_eq!(steps[0][0].0, ECDS_FILE);
         let unchanged = state(&[("x", 1)], &["a"]);
         assert!(transition_steps(Some(&unchanged), &unchanged, wasm).is_empty());
+    }
+
+    /// `envoy/bootstrap.json` is this renderer's output for the container layout;
+    /// `MODELSPLIT_BLESS=1 cargo test -p modelsplit-e2e --lib` rewrites it.
+    #[test]
+    fn the_checked_in_bootstrap_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy/bootstrap.json");
+        let rendered = render_bootstrap(&BootstrapSettings::container());
+        if std::env::var_os("MODELSPLIT_BLESS").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == rendered,
+            "{} is out of date: run `MODELSPLIT_BLESS=1 cargo test -p modelsplit-e2e --lib`",
+            path.display()
+        );
     }
 
     #[test]
