@@ -128,13 +128,21 @@ pub fn to_yaml(plan: &Plan) -> Result<String, RenderError> {
         .collect::<String>())
 }
 
-/// The report: one line per group, then one per notice.
+/// The report: one line per group, then one per notice; says so when there is nothing.
 pub fn report_lines(plan: &Plan) -> Vec<String> {
-    plan.groups
+    let mut lines: Vec<String> = plan
+        .groups
         .iter()
         .map(ToString::to_string)
         .chain(plan.notices.iter().map(ToString::to_string))
-        .collect()
+        .collect();
+    if plan.groups.is_empty() && plan.routes.is_empty() {
+        lines.push(
+            "nothing to render: no namespace in the mesh has an exposed ModelMesh InferenceService"
+                .to_string(),
+        );
+    }
+    lines
 }
 
 /// Loads the manifests (and the previous output), plans, and renders YAML.

@@ -259,6 +259,18 @@ fn lists_and_foreign_kinds_and_unknown_fields_are_accepted() {
     assert!(stdout(&output).contains("/modelmesh/listed/v2/models/from-list"));
 }
 
+#[test]
+fn an_input_without_exposed_models_says_so() {
+    let output = modelsplit(&["render", "-f", "fixtures/base"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).is_empty());
+    assert!(
+        stderr(&output).contains("nothing to render"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 fn failure(args: &[&str]) -> String {
     let output = modelsplit(args);
     assert!(!output.status.success(), "{args:?} succeeded");
