@@ -152,26 +152,7 @@ pub fn plan(observed: &Observed, previous: &PreviousConfigs, settings: &Settings
 
     // gRPC names: per gateway workload, over exposed models and published groups.
     let owners = grpc_owners(&mesh, &models, &reports, &groups);
-    for report in &mut reports {
-        let Some(published) = report.published.as_mut() else {
-            continue;
-        };
-        let owners = &owners[&mesh[report.namespace.as_str()].plugin_namespace];
-        let names = std::iter::once(&report.name).chain(published.members.iter().map(|m| &m.name));
-        let lost = names
-            .filter_map(|name| {
-                let owner = owners
-                    .get(name.as_str())
-                    .map_or(report.namespace.as_str(), String::as_str);
-                (owner != report.namespace).then(|| GrpcLoss {
-                    name: name.clone(),
-                    owner_namespace: owner.to_string(),
-                })
-            })
-            .next();
-        published.grpc = lost.is_none();
-        report.grpc_lost = lost;
-    }
+    decide_group_grpc(&mut reports, &mesh, &owners);
 
     let routes = namespace_routes(&mesh, &models, &owners, &mut notices);
     let gateways = gateway_plans(&mesh, &reports);
@@ -608,25 +589,37 @@ fn grpc_owners(
 ) -> Owners {
     let mut claims: BTreeMap<&str, Vec<NameClaim>> = BTreeMap::new();
     for model in models.values().filter(|m| m.exposure.is_ok()) {
-        let scope = mesh[model.namespace].plugin_namespace.as_str();
-        claims.entry(scope).or_default().push(NameClaim {
-            name: model.name,
-            namespace: model.namespace,
-            created: model.created(),
-        });
+        let Some(mesh_ns) = mesh.get(model.namespace) else {
+            continue; // exposed implies a mesh namespace
+        };
+        claims
+            .entry(mesh_ns.plugin_namespace.as_str())
+            .or_default()
+            .push(NameClaim {
+                name: model.name,
+                namespace: model.namespace,
+                created: model.created(),
+            });
     }
     for report in reports.iter().filter(|r| r.published.is_some()) {
-        let scope = mesh[report.namespace.as_str()].plugin_namespace.as_str();
+        let Some(mesh_ns) = mesh.get(&report.namespace) else {
+            continue; // published implies a mesh namespace
+        };
         // A group is as old as its oldest member.
-        let created = groups[&(report.namespace.as_str(), report.name.as_str())]
-            .iter()
+        let created = groups
+            .get(&(report.namespace.as_str(), report.name.as_str()))
+            .into_iter()
+            .flatten()
             .filter_map(|m| m.created())
             .min();
-        claims.entry(scope).or_default().push(NameClaim {
-            name: &report.name,
-            namespace: &report.namespace,
-            created,
-        });
+        claims
+            .entry(mesh_ns.plugin_namespace.as_str())
+            .or_default()
+            .push(NameClaim {
+                name: &report.name,
+                namespace: &report.namespace,
+                created,
+            });
     }
     let mut owners: Owners = mesh
         .values()
@@ -642,6 +635,39 @@ fn grpc_owners(
     owners
 }
 
+/// A published group answers to gRPC only if its namespace owns the group's name and
+/// every member's name on the gateway: the filter rewrites `mm-vmodel-id` to a
+/// member, and a member name owned elsewhere would route outside the group.
+fn decide_group_grpc(
+    reports: &mut [GroupReport],
+    mesh: &BTreeMap<String, MeshNamespace>,
+    owners: &Owners,
+) {
+    for report in reports {
+        let Some(published) = report.published.as_mut() else {
+            continue;
+        };
+        let scope = mesh.get(&report.namespace).map(|m| &m.plugin_namespace);
+        let Some(owners) = scope.and_then(|scope| owners.get(scope)) else {
+            continue;
+        };
+        let names = std::iter::once(&report.name).chain(published.members.iter().map(|m| &m.name));
+        let lost = names
+            .filter_map(|name| {
+                let owner = owners
+                    .get(name)
+                    .map_or(report.namespace.as_str(), String::as_str);
+                (owner != report.namespace).then(|| GrpcLoss {
+                    name: name.clone(),
+                    owner_namespace: owner.to_string(),
+                })
+            })
+            .next();
+        published.grpc = lost.is_none();
+        report.grpc_lost = lost;
+    }
+}
+
 /// The routes of each mesh namespace; models that lose their gRPC name get a notice.
 fn namespace_routes(
     mesh: &BTreeMap<String, MeshNamespace>,
@@ -651,9 +677,12 @@ fn namespace_routes(
 ) -> Vec<NamespaceRoutes> {
     let mut routes: BTreeMap<&str, NamespaceRoutes> = BTreeMap::new();
     for model in models.values().filter(|m| m.exposure.is_ok()) {
-        let mesh_ns = &mesh[model.namespace];
-        let owner = owners[&mesh_ns.plugin_namespace]
-            .get(model.name)
+        let Some(mesh_ns) = mesh.get(model.namespace) else {
+            continue; // exposed implies a mesh namespace
+        };
+        let owner = owners
+            .get(&mesh_ns.plugin_namespace)
+            .and_then(|owners| owners.get(model.name))
             .map_or(model.namespace, String::as_str);
         let grpc = owner == model.namespace;
         if !grpc {
@@ -705,8 +734,10 @@ fn gateway_plans(
     // Reports are sorted by namespace and name, so the groups are too.
     for report in reports {
         if let Some(group) = &report.published {
-            let scope = mesh[report.namespace.as_str()].plugin_namespace.as_str();
-            if let Some(plan) = plans.get_mut(scope) {
+            let scope = mesh
+                .get(&report.namespace)
+                .map(|m| m.plugin_namespace.as_str());
+            if let Some(plan) = scope.and_then(|scope| plans.get_mut(scope)) {
                 plan.config.groups.push(group.clone());
             }
         }
