@@ -259,6 +259,16 @@ impl Gateway {
             )
             .await?;
         gateway.listener = listener;
+        gateway
+            .wait_for(
+                "apply the filter configuration (ECDS)",
+                START_TIMEOUT,
+                || async {
+                    let (reloads, _) = gateway.ecds_counters().await.ok()?;
+                    (reloads >= 1).then_some(())
+                },
+            )
+            .await?;
         let client = HttpClient::default();
         gateway
             .wait_for("answer on the gateway listener", START_TIMEOUT, || {
