@@ -262,11 +262,11 @@ fn generated_clusters_always_give_consistent_plans() {
             plugin_namespace: rng.chance(20).then(|| "mesh-root".to_string()),
             ..Settings::default()
         };
-        // A previous plan of another generated cluster: last-known-good input.
+        // The plan of an earlier moment of the same cluster: last-known-good input.
         let earlier = cluster(&mut rng);
         let previous =
             planner::plan(&earlier, &PreviousConfigs::new(), &settings).published_configs();
-        let observed = cluster(&mut rng);
+        let observed = mutate(earlier, &mut rng);
         let plan = planner::plan(&observed, &previous, &settings);
         check(&plan, &observed, seed);
 
