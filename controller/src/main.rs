@@ -41,7 +41,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct RenderArgs {
-    /// A manifest file or directory (multi-document YAML or JSON); repeatable.
+    /// A manifest file or directory (multi-document YAML or JSON), or - for stdin; repeatable.
     #[arg(short = 'f', long = "filename", required = true)]
     paths: Vec<PathBuf>,
     /// Exit non-zero, printing no resources, when any group is invalid.

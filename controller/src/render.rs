@@ -70,10 +70,23 @@ struct Loaded {
 }
 
 /// Reads every manifest under `paths` (files, or directories searched recursively
-/// in name order; hidden entries skipped).
+/// in name order; hidden entries skipped; `-` is standard input).
 pub fn load_manifests(paths: &[PathBuf]) -> Result<Observed, RenderError> {
     let mut loaded = Loaded::default();
     for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+                RenderError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            for_each_object(path, &text, &mut |location, value| {
+                loaded.add(path, location, value)
+            })?;
+            continue;
+        }
         for file in manifest_files(path)? {
             let text = read(&file)?;
             for_each_object(&file, &text, &mut |location, value| {

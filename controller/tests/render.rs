@@ -147,6 +147,35 @@ fn previous_output_keeps_the_last_good_split_byte_for_byte() {
 }
 
 #[test]
+fn manifests_can_come_from_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelsplit"))
+        .args(["render", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for file in ["namespace.yaml", "runtime.yaml", "inferenceservices.yaml"] {
+        input += &std::fs::read_to_string(here("fixtures/seed").join(file)).unwrap();
+        input += "\n---\n";
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        std::fs::read_to_string(here("golden/seed.yaml")).unwrap()
+    );
+}
+
+#[test]
 fn same_input_same_bytes() {
     let args = [
         "render",
