@@ -8,6 +8,7 @@
 //! - [`render`]: manifests from files in, YAML out (`modelsplit render`).
 //! - [`settings`]: gateway defaults and WasmPlugin settings.
 //! - [`cluster`]: `modelsplit run`, the planner as an in-cluster controller.
+//! - [`local`]: `modelsplit local`, the planner feeding a local Envoy through files.
 //! - [`report`]: per-group states and per-object notices.
 //!
 //! What users write on their objects (DESIGN.md sections 1 and 4):
@@ -23,6 +24,7 @@
 //! | InferenceService | annotation `modelsplit.io/sticky-header: x-user-id` | the group's sticky header (members must agree) |
 
 pub mod cluster;
+pub mod local;
 pub mod planner;
 pub mod render;
 pub mod report;

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use modelsplit_controller::local::{self, admin::Admin, envoy_files::Upstream, state::Upstreams};
 use modelsplit_controller::render;
 use modelsplit_controller::settings::{self, FailStrategy, GatewayRef, Settings};
 use std::collections::BTreeMap;
@@ -29,6 +30,60 @@ enum Command {
     /// Needs the InferenceService, ServingRuntime, WasmPlugin and VirtualService CRDs and
     /// the RBAC of controller/deploy/. Exit codes: 3 CRD missing, 4 RBAC denies access.
     Run(RunArgs),
+    /// Feed a local Envoy: render its files from manifests and re-render on every change.
+    ///
+    /// Writes bootstrap.json (once) and the watched ecds.json (filter), rds.json (routes)
+    /// and cds.json (ModelMesh clusters) into --out; a change is written in steps that
+    /// Envoy applies one by one, so no request fails. Invalid edits keep the last good
+    /// split. Start Envoy with `envoy -c OUT/bootstrap.json`.
+    Local(LocalArgs),
+}
+
+#[derive(Args)]
+struct LocalArgs {
+    /// A manifest file or directory (multi-document YAML or JSON); repeatable; watched.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
+    /// The directory Envoy watches (created if missing); also gets bootstrap.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The filter module as Envoy sees it.
+    #[arg(long, value_name = "PATH", default_value = local::DEFAULT_WASM)]
+    wasm: PathBuf,
+    /// ModelMesh (or stand-in) of one namespace; repeatable.
+    #[arg(long = "upstream", value_name = "NS=REST_ADDR,GRPC_ADDR", value_parser = parse_upstream)]
+    upstreams: Vec<Upstream>,
+    /// ModelMesh of every namespace without --upstream (ModelMesh's own ports on this
+    /// machine, as `kubectl port-forward svc/modelmesh-serving 8008 8033` gives them).
+    #[arg(long, value_name = "REST_ADDR,GRPC_ADDR", default_value = local::state::DEFAULT_UPSTREAM, value_parser = parse_default_upstream)]
+    default_upstream: Upstream,
+    /// The gateway listener written into bootstrap.json (HTTP/1.1 and h2c gRPC).
+    #[arg(long, value_name = "ADDR", default_value = local::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Envoy's admin URL: each step is confirmed through its /stats before the next
+    /// (without it, a short pause); also the admin address in bootstrap.json [bootstrap default: 127.0.0.1:9901].
+    #[arg(long, value_name = "URL", value_parser = |s: &str| Admin::parse(s))]
+    admin: Option<Admin>,
+    /// The gateway workload this Envoy plays: namespaces bound to gateways elsewhere are
+    /// left out [default: the namespace of --default-gateway, or --plugin-namespace].
+    #[arg(long, value_name = "NAMESPACE")]
+    gateway_namespace: Option<String>,
+    /// Render and write once, then exit (non-zero if the manifests cannot be read).
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let (namespace, addresses) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} must be NAMESPACE=REST_ADDR,GRPC_ADDR"))?;
+    Upstream::parse(namespace.trim(), addresses).map_err(|e| e.to_string())
+}
+
+fn parse_default_upstream(text: &str) -> Result<Upstream, String> {
+    Upstream::parse("", text).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -42,7 +97,7 @@ struct RunArgs {
 #[derive(Args)]
 struct RenderArgs {
     /// A manifest file or directory (multi-document YAML or JSON), or - for stdin; repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     paths: Vec<PathBuf>,
     /// Exit non-zero, printing no resources, when any group is invalid.
     #[arg(long)]
@@ -105,6 +160,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => run_render(args),
+        Command::Local(args) => run_local(args),
         Command::Run(args) => match args.settings.into_settings() {
             Ok(settings) => {
                 let code = modelsplit_controller::cluster::cli::main(args.run, settings);
@@ -136,5 +192,43 @@ fn run_render(args: RenderArgs) -> Result<ExitCode> {
         .lock()
         .write_all(yaml.as_bytes())
         .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_local(args: LocalArgs) -> Result<ExitCode> {
+    let settings = args.settings.into_settings()?;
+    let (wasm, note) = local::resolve_wasm(&args.wasm)?;
+    if let Some(note) = note {
+        eprintln!("modelsplit: {note}");
+    }
+    let mut upstreams = Upstreams {
+        default: args.default_upstream,
+        ..Upstreams::default()
+    };
+    for upstream in args.upstreams {
+        if upstreams.by_namespace.contains_key(&upstream.namespace) {
+            bail!(
+                "--upstream names namespace {} twice; keep one",
+                upstream.namespace
+            );
+        }
+        upstreams
+            .by_namespace
+            .insert(upstream.namespace.clone(), upstream);
+    }
+    let gateway_namespace = args
+        .gateway_namespace
+        .unwrap_or_else(|| settings.plugin_namespace_for(&settings.default_gateway));
+    let options = local::LocalOptions {
+        manifests: args.paths,
+        out: args.out,
+        wasm,
+        upstreams,
+        listen: args.listen,
+        admin: args.admin,
+        gateway_namespace,
+        once: args.once,
+    };
+    local::run(&options, &settings)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,13 +2,13 @@
 //! Setup failures panic with the harness's message (these are test helpers).
 
 use crate::gateway::{require_filter_wasm, Gateway};
-use crate::gateway_files::{ExposedIsvc, Upstream};
 use crate::http::{HttpClient, Reply};
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::kserve::ModelInferRequest;
 use crate::load::run_many;
 use crate::observe::Observed;
 use crate::standin::{StandIn, StandInConfig};
+use modelsplit_controller::local::envoy_files::{ExposedIsvc, Upstream};
 use modelsplit_filter::config::{FilterConfig, GroupConfig, MemberConfig};
 use tonic::transport::Channel;
 

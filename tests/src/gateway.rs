@@ -4,12 +4,12 @@
 //! When a test fails while a gateway is alive, the drop prints the tail of Envoy's
 //! log and keeps the whole working directory (its path is printed).
 
-use crate::gateway_files::{
-    render_bootstrap, render_ecds, transition_steps, write_atomically, BootstrapSettings,
-    ExposedIsvc, GatewayState, Upstream, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE,
-    ROUTE_CONFIG_NAME,
-};
 use crate::http::HttpClient;
+use modelsplit_controller::local::envoy_files::{
+    render_bootstrap, render_ecds, write_atomically, BootstrapSettings, ExposedIsvc, GatewayState,
+    Upstream, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE, ROUTE_CONFIG_NAME,
+};
+use modelsplit_controller::local::transition::transition_steps;
 use modelsplit_filter::config::FilterConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -277,6 +277,11 @@ impl Gateway {
             })
             .await?;
         Ok(gateway)
+    }
+
+    /// The directory Envoy watches (for tests that write its files without waiting).
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
     }
 
     /// `http://<listener><path_and_query>`.

@@ -6,9 +6,11 @@ pub mod kserve {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("inference");
 }
+pub mod envoy_admin;
 pub mod fixture;
 pub mod gateway;
-pub mod gateway_files;
+/// The local gateway's Envoy files: the controller's implementation (`modelsplit local`).
+pub use modelsplit_controller::local::envoy_files as gateway_files;
 pub mod http;
 pub mod load;
 pub mod observe;

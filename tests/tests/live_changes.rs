@@ -2,8 +2,8 @@
 //! gateway's files move through a weight change, an added member and a removed one.
 //! No request may fail, and each new split holds once applied.
 
+use modelsplit_controller::local::envoy_files::GatewayState;
 use modelsplit_e2e::fixture::{exposed, group, Fixture, CONCURRENCY};
-use modelsplit_e2e::gateway_files::GatewayState;
 use modelsplit_e2e::kserve::ModelInferRequest;
 use modelsplit_e2e::load::run_until;
 use modelsplit_e2e::observe::{Observed, Tally};

@@ -1,8 +1,8 @@
 //! Namespaces stay apart: a group's requests reach only its own namespace's
 //! ModelMesh, even where another namespace has isvcs or a group of the same names.
 
+use modelsplit_controller::local::envoy_files::ExposedIsvc;
 use modelsplit_e2e::fixture::{group, Fixture};
-use modelsplit_e2e::gateway_files::ExposedIsvc;
 use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
 use modelsplit_e2e::standin::{Protocol, StandInConfig};

@@ -1,5 +1,6 @@
 //! The local gateway's Envoy files, as a pure function of the filter configuration,
-//! the exposed InferenceServices and the per-namespace ModelMesh upstreams.
+//! the exposed InferenceServices and the per-namespace ModelMesh upstreams: what the
+//! `WasmPlugin` and `VirtualService`s say in a cluster, as Envoy xDS files.
 //!
 //! Layout (one directory, watched by Envoy; every file replaced atomically):
 //! - `bootstrap.json`: node, admin, the listener (HTTP/1.1 + h2c), and where to find
@@ -8,8 +9,9 @@
 //! - `rds.json`: the routes a `VirtualService` per namespace expresses in a cluster.
 //! - `cds.json`: one REST and one gRPC cluster per namespace (ModelMesh 8008 / 8033).
 //!
-//! Written in the order CDS, RDS, ECDS so that a member's route and cluster exist
-//! before the filter may rewrite requests to it.
+//! A first state is written in the order CDS, RDS, ECDS so that a member's route and
+//! cluster exist before the filter may rewrite requests to it; later changes go
+//! through [`super::transition`].
 
 use modelsplit_filter::config::FilterConfig;
 use serde_json::{json, Value};
@@ -72,6 +74,54 @@ impl Upstream {
             grpc_port: grpc.port(),
         }
     }
+
+    /// Parses `REST_ADDR,GRPC_ADDR` (each `host:port`, host a name or an IP address)
+    /// as the ModelMesh of `namespace`.
+    pub fn parse(namespace: &str, addresses: &str) -> Result<Self, UpstreamError> {
+        let bad = || UpstreamError {
+            text: addresses.to_string(),
+        };
+        let (rest, grpc) = addresses.split_once(',').ok_or_else(bad)?;
+        let (rest_host, rest_port) = host_port(rest).ok_or_else(bad)?;
+        let (grpc_host, grpc_port) = host_port(grpc).ok_or_else(bad)?;
+        Ok(Upstream {
+            namespace: namespace.to_string(),
+            rest_host,
+            rest_port,
+            grpc_host,
+            grpc_port,
+        })
+    }
+
+    /// The same addresses for another namespace.
+    pub fn for_namespace(&self, namespace: &str) -> Self {
+        Upstream {
+            namespace: namespace.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+/// An upstream that is not `host:port,host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not REST_ADDR,GRPC_ADDR (e.g. 127.0.0.1:8008,127.0.0.1:8033 or standin:8008,standin:8033)")]
+pub struct UpstreamError {
+    pub text: String,
+}
+
+/// `host:port`, `[v6]:port` or `v4:port`; the host without brackets.
+fn host_port(text: &str) -> Option<(String, u16)> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    valid_host.then(|| (host.to_string(), port))
 }
 
 /// What the bootstrap needs: where to listen and where the other files are.
@@ -79,7 +129,7 @@ impl Upstream {
 pub struct BootstrapSettings {
     /// The gateway listener (port 0: any free port, read back from the admin API).
     pub listener: SocketAddr,
-    /// The admin interface; keep it on loopback.
+    /// The admin interface (loopback unless another container must reach it).
     pub admin: SocketAddr,
     /// The watched directory holding `ecds.json`, `rds.json` and `cds.json`.
     pub config_dir: PathBuf,
@@ -87,12 +137,13 @@ pub struct BootstrapSettings {
 
 impl BootstrapSettings {
     /// The layout inside a container (`envoy/bootstrap.json`, docker-compose):
-    /// gateway on 8080 for the host to reach, admin on loopback 9901, files in
-    /// `/etc/modelsplit/gateway`.
+    /// gateway on 8080 and admin on 9901, both on every interface of the container so
+    /// that the host (published ports) and `modelsplit local` in the next container
+    /// (confirming each change) reach them; files in `/etc/modelsplit/gateway`.
     pub fn container() -> Self {
         BootstrapSettings {
             listener: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9901)),
             config_dir: PathBuf::from("/etc/modelsplit/gateway"),
         }
     }
@@ -193,7 +244,7 @@ pub fn render_rds(isvcs: &[ExposedIsvc], rest_prefix: &str) -> String {
 }
 
 /// The routes of `isvcs`, in VirtualService order.
-fn route_entries(isvcs: &[ExposedIsvc], rest_prefix: &str) -> Vec<Value> {
+pub(crate) fn route_entries(isvcs: &[ExposedIsvc], rest_prefix: &str) -> Vec<Value> {
     let mut routes = Vec::new();
     for isvc in isvcs {
         let (ns, name) = (&isvc.namespace, &isvc.name);
@@ -231,7 +282,7 @@ fn route_entries(isvcs: &[ExposedIsvc], rest_prefix: &str) -> Vec<Value> {
     routes
 }
 
-fn rds_file(routes: Vec<Value>) -> String {
+pub(crate) fn rds_file(routes: Vec<Value>) -> String {
     let config = json!({
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_CONFIG_NAME,
@@ -294,71 +345,8 @@ impl GatewayState {
     }
 }
 
-/// One batch of files to write together; the next batch must wait until Envoy has
-/// applied this one.
-pub type Step = Vec<(&'static str, String)>;
-
-/// The writes that move Envoy from `old` to `new` without a request failing in
-/// between: first routes and clusters for both states, then the filter, then only
-/// the new routes and clusters. So a member the filter may pick always has its route
-/// and cluster, whether it is being added or removed. Files already in place are
-/// not rewritten; steps that would change nothing are dropped.
-pub fn transition_steps(old: Option<&GatewayState>, new: &GatewayState, wasm: &Path) -> Vec<Step> {
-    let target = new.render(wasm);
-    let Some(old) = old else {
-        return vec![vec![
-            (CDS_FILE, target.cds),
-            (RDS_FILE, target.rds),
-            (ECDS_FILE, target.ecds),
-        ]];
-    };
-    let current = old.render(wasm);
-
-    // Routes: the new ones first (they win where both match), then old ones still needed.
-    let mut routes = route_entries(&new.isvcs, &new.config.rest_prefix);
-    for route in route_entries(&old.isvcs, &old.config.rest_prefix) {
-        if !routes.contains(&route) {
-            routes.push(route);
-        }
-    }
-    // Clusters: a namespace's new address wins; namespaces only in `old` stay for now.
-    let mut upstreams = new.upstreams.clone();
-    upstreams.extend(
-        old.upstreams
-            .iter()
-            .filter(|o| !new.upstreams.iter().any(|n| n.namespace == o.namespace))
-            .cloned(),
-    );
-    let both = DynamicFiles {
-        ecds: current.ecds.clone(),
-        rds: rds_file(routes),
-        cds: render_cds(&upstreams),
-    };
-
-    let mut steps = Vec::new();
-    let mut on_disk = current;
-    for (next, files) in [
-        (&both, [CDS_FILE, RDS_FILE].as_slice()),
-        (&target, [ECDS_FILE].as_slice()),
-        (&target, [RDS_FILE, CDS_FILE].as_slice()),
-    ] {
-        let step: Step = files
-            .iter()
-            .filter(|file| on_disk.get(file) != next.get(file))
-            .map(|file| (*file, next.get(file).to_string()))
-            .collect();
-        for (file, contents) in &step {
-            on_disk.set(file, contents.clone());
-        }
-        if !step.is_empty() {
-            steps.push(step);
-        }
-    }
-    steps
-}
-
 impl DynamicFiles {
-    fn get(&self, file: &str) -> &str {
+    pub(crate) fn get(&self, file: &str) -> &str {
         match file {
             ECDS_FILE => &self.ecds,
             RDS_FILE => &self.rds,
@@ -366,7 +354,7 @@ impl DynamicFiles {
         }
     }
 
-    fn set(&mut self, file: &str, contents: String) {
+    pub(crate) fn set(&mut self, file: &str, contents: String) {
         match file {
             ECDS_FILE => self.ecds = contents,
             RDS_FILE => self.rds = contents,
@@ -380,6 +368,16 @@ impl DynamicFiles {
         write_atomically(dir, RDS_FILE, &self.rds)?;
         write_atomically(dir, ECDS_FILE, &self.ecds)
     }
+}
+
+/// The filter configuration in `dir/ecds.json`, if that file exists and carries a
+/// valid one: what a restarted `modelsplit local` keeps as the last good split.
+pub fn read_filter_config(dir: &Path) -> Option<FilterConfig> {
+    let text = std::fs::read_to_string(dir.join(ECDS_FILE)).ok()?;
+    let ecds: Value = serde_json::from_str(&text).ok()?;
+    let carried =
+        ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str()?;
+    FilterConfig::from_json(carried.as_bytes()).ok()
 }
 
 /// Writes `dir/name` by writing a hidden temporary file and renaming it over the
@@ -531,112 +529,8 @@ mod tests {
         );
     }
 
-    fn state(members: &[(&str, u32)], namespaces: &[&str]) -> GatewayState {
-        let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
-        GatewayState {
-            config: FilterConfig::with_groups(vec![GroupConfig {
-                namespace: "a".into(),
-                name: "g".into(),
-                members: members
-                    .iter()
-                    .map(|(n, w)| MemberConfig {
-                        name: n.to_string(),
-                        weight: *w,
-                    })
-                    .collect(),
-                grpc: true,
-                sticky_header: None,
-            }]),
-            isvcs: names.iter().map(|n| ExposedIsvc::new("a", n)).collect(),
-            upstreams: namespaces
-                .iter()
-                .map(|ns| {
-                    Upstream::at(
-                        ns,
-                        "127.0.0.1:1".parse().unwrap(),
-                        "127.0.0.1:2".parse().unwrap(),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    fn rest_paths(rds: &str) -> Vec<String> {
-        routes_of(rds)
-            .iter()
-            .filter_map(|r| r["match"]["path"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    #[test]
-    fn the_first_state_is_written_in_one_step() {
-        let wasm = Path::new("/f.wasm");
-        let steps = transition_steps(None, &state(&[("x", 1)], &["a"]), wasm);
-        assert_eq!(steps.len(), 1);
-        let files: Vec<_> = steps[0].iter().map(|(f, _)| *f).collect();
-        assert_eq!(files, [CDS_FILE, RDS_FILE, ECDS_FILE]);
-    }
-
-    #[test]
-    fn a_removed_member_keeps_its_route_until_the_filter_stopped_choosing_it() {
-        let wasm = Path::new("/f.wasm");
-        let old = state(&[("x", 50), ("y", 50)], &["a", "b"]);
-        let new = state(&[("x", 100)], &["a"]);
-        let steps = transition_steps(Some(&old), &new, wasm);
-        assert_eq!(steps.len(), 2, "{steps:#?}");
-        // Step 1 would add nothing (the union equals the old files), so the filter goes first.
-        assert_eq!(
-            steps[0].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [ECDS_FILE]
-        );
-        let last: Vec<_> = steps[1].iter().map(|(f, _)| *f).collect();
-        assert_eq!(last, [RDS_FILE, CDS_FILE]);
-        assert_eq!(rest_paths(&steps[1][0].1), ["/modelmesh/a/v2/models/x"]);
-        let cds: Value = serde_json::from_str(&steps[1][1].1).unwrap();
-        assert_eq!(
-            cds["resources"].as_array().unwrap().len(),
-            2,
-            "namespace b's clusters go last"
-        );
-    }
-
-    #[test]
-    fn an_added_member_gets_its_route_before_the_filter_may_choose_it() {
-        let wasm = Path::new("/f.wasm");
-        let old = state(&[("x", 100)], &["a"]);
-        let new = state(&[("x", 50), ("y", 50)], &["a"]);
-        let steps = transition_steps(Some(&old), &new, wasm);
-        assert_eq!(steps.len(), 2, "{steps:#?}");
-        assert_eq!(
-            steps[0].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [RDS_FILE]
-        );
-        assert_eq!(
-            rest_paths(&steps[0][0].1),
-            ["/modelmesh/a/v2/models/x", "/modelmesh/a/v2/models/y"]
-        );
-        assert_eq!(
-            steps[1].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [ECDS_FILE]
-        );
-    }
-
-    #[test]
-    fn a_weight_change_touches_only_the_filter() {
-        let wasm = Path::new("/f.wasm");
-        let steps = transition_steps(
-            Some(&state(&[("x", 80), ("y", 20)], &["a"])),
-            &state(&[("x", 20), ("y", 80)], &["a"]),
-            wasm,
-        );
-        assert_eq!(steps.len(), 1);
-        assert_eq!(steps[0][0].0, ECDS_FILE);
-        let unchanged = state(&[("x", 1)], &["a"]);
-        assert!(transition_steps(Some(&unchanged), &unchanged, wasm).is_empty());
-    }
-
     /// `envoy/bootstrap.json` is this renderer's output for the container layout;
-    /// `MODELSPLIT_BLESS=1 cargo test -p modelsplit-e2e --lib` rewrites it.
+    /// `MODELSPLIT_BLESS=1 cargo test -p modelsplit-controller --lib local::` rewrites it.
     #[test]
     fn the_checked_in_bootstrap_is_current() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy/bootstrap.json");
@@ -647,9 +541,53 @@ mod tests {
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             checked_in == rendered,
-            "{} is out of date: run `MODELSPLIT_BLESS=1 cargo test -p modelsplit-e2e --lib`",
+            "{} is out of date: run `MODELSPLIT_BLESS=1 cargo test -p modelsplit-controller --lib local::`",
             path.display()
         );
+    }
+
+    #[test]
+    fn upstreams_parse_names_and_addresses() {
+        let up = Upstream::parse("apps", "standin-apps:8008, 127.0.0.1:18033").unwrap();
+        assert_eq!(
+            (
+                up.rest_host.as_str(),
+                up.rest_port,
+                up.grpc_host.as_str(),
+                up.grpc_port
+            ),
+            ("standin-apps", 8008, "127.0.0.1", 18033)
+        );
+        let v6 = Upstream::parse("apps", "[::1]:1,[::1]:2").unwrap();
+        assert_eq!(v6.rest_host, "::1");
+        for bad in ["127.0.0.1:8008", "a:1,b", "a:0,b:1", "a b:1,c:2", ":1,c:2"] {
+            assert!(Upstream::parse("apps", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_filter_config_is_read_back_from_the_ecds_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_filter_config(dir.path()), None);
+        let config = FilterConfig::with_groups(vec![GroupConfig {
+            namespace: "apps".into(),
+            name: "g".into(),
+            members: vec![MemberConfig {
+                name: "a".into(),
+                weight: 7,
+            }],
+            grpc: false,
+            sticky_header: Some("x-user".into()),
+        }]);
+        write_atomically(
+            dir.path(),
+            ECDS_FILE,
+            &render_ecds(&config.to_json(), Path::new("/f.wasm")),
+        )
+        .unwrap();
+        assert_eq!(read_filter_config(dir.path()), Some(config));
+        write_atomically(dir.path(), ECDS_FILE, "{not json").unwrap();
+        assert_eq!(read_filter_config(dir.path()), None);
     }
 
     #[test]
