@@ -13,6 +13,7 @@ pub mod gateway;
 pub use modelsplit_controller::local::envoy_files as gateway_files;
 pub mod http;
 pub mod load;
+pub mod local_gateway;
 pub mod observe;
 pub mod split;
 pub mod standin;

@@ -217,10 +217,13 @@ fn apply(
                 }
             }
             Some((admin, Err(error))) => {
-                unconfirmed.get_or_insert(format!(
-                    "Envoy admin {} not reachable ({error})",
-                    admin.url()
-                ));
+                unconfirmed.get_or_insert(
+                    if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                        format!("no Envoy running at {} yet", admin.url())
+                    } else {
+                        format!("Envoy admin {} not reachable ({error})", admin.url())
+                    },
+                );
                 if !last {
                     std::thread::sleep(UNCONFIRMED_PAUSE);
                 }
