@@ -49,13 +49,17 @@ stop_all() {
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
-  if [ "$status" -ne 0 ] && [ -d "$logs" ]; then
+  if [ "$status" -eq 130 ]; then
+    echo "demo: interrupted; logs are in $logs/" >&2
+  elif [ "$status" -ne 0 ] && [ -d "$logs" ]; then
     echo "demo: failed (exit $status); logs are in $logs/" >&2
   fi
   exit "$status"
 }
 trap stop_all EXIT
-trap 'exit 130' INT
+kept_running=false
+# Ctrl-C: the normal way to end --keep (exit 0), an interruption before that.
+trap 'if $kept_running; then exit 0; else exit 130; fi' INT
 trap 'exit 143' TERM
 
 start() { # start NAME COMMAND...: runs in the background, output to $logs/NAME.log
@@ -184,5 +188,8 @@ $logs/modelsplit-local.log (tail -f). Try:
   $bin/modelsplit-load split --gateway $gateway --admin $admin --group team-b/ensemble --grpc
   curl -s $admin/stats | grep wasmcustom.modelsplit
 EOF
-  wait "${pids[@]}"
+  kept_running=true
+  wait -n "${pids[@]}"
+  echo "demo: a process of the gateway stopped by itself; logs are in $logs/" >&2
+  exit 1
 fi
