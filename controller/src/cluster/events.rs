@@ -65,19 +65,13 @@ pub struct EventMemory {
 pub type IsvcUids = BTreeMap<(String, String), String>;
 
 impl EventMemory {
-    /// The announcements that this report calls for. The first time, valid groups that
-    /// the cluster already serves exactly as planned count as said (a restart or a new
-    /// leader does not repeat "ready" for every group).
+    /// The announcements that this report calls for.
     pub fn changes(
         &mut self,
         reports: &[GroupReport],
         notices: &[Notice],
-        published: &[FilterConfig],
         uids: &IsvcUids,
     ) -> Vec<Announcement> {
-        if !self.seeded {
-            self.seed(reports, published);
-        }
         let mut current = BTreeSet::new();
         let mut out = Vec::new();
         for report in reports {
@@ -127,7 +121,13 @@ impl EventMemory {
             .insert(announcement.subject.clone(), announcement.said.clone());
     }
 
-    fn seed(&mut self, reports: &[GroupReport], published: &[FilterConfig]) {
+    /// Once, before the first pass writes anything: valid groups that the cluster already
+    /// serves exactly as planned count as said, so a restart or a new leader does not
+    /// repeat "ready" for every group.
+    pub fn seed_once(&mut self, reports: &[GroupReport], published: &[FilterConfig]) {
+        if self.seeded {
+            return;
+        }
         self.seeded = true;
         for report in reports {
             let already_served = report.state == GroupState::Valid

@@ -81,6 +81,8 @@ impl Reconciler {
         let previous = snapshot.previous_configs();
         let plan = planner::plan(&observed, &previous, &self.settings);
         self.count_groups(&plan);
+        let published: Vec<_> = previous.into_values().collect();
+        self.memory.seed_once(&plan.groups, &published);
 
         let writer = Writer {
             client: &self.client,
@@ -92,13 +94,9 @@ impl Reconciler {
             .sync(&desired_objects(&plan), &snapshot.managed)
             .await?;
 
-        let published: Vec<_> = previous.into_values().collect();
-        let announcements = self.memory.changes(
-            &plan.groups,
-            &plan.notices,
-            &published,
-            &snapshot.isvc_uids(),
-        );
+        let announcements = self
+            .memory
+            .changes(&plan.groups, &plan.notices, &snapshot.isvc_uids());
         let mut sent = 0;
         let mut first_error = None;
         'announcements: for announcement in &announcements {

@@ -55,10 +55,13 @@ impl Seen {
 
 /// Waits for the next request; panics (failing the test) if the client went away.
 pub async fn next(handle: &mut Handle) -> (Seen, tower_test::mock::SendResponse<Response<Body>>) {
-    let (request, send) = handle
-        .next_request()
-        .await
-        .expect("the code under test stopped before sending the expected request");
+    // Fails instead of hanging when the code under test waits for nothing (virtual time
+    // in paused tests jumps straight here).
+    let (request, send) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), handle.next_request())
+            .await
+            .expect("no request came although the test expected one")
+            .expect("the code under test stopped before sending the expected request");
     let (parts, body) = request.into_parts();
     let bytes = body.collect_bytes().await.expect("request body");
     let body = if bytes.is_empty() {
@@ -90,7 +93,13 @@ pub fn reply(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, 
 }
 
 /// Expects one request with this method and path, answers it, and returns it.
-pub async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, answer: &Value) -> Seen {
+pub async fn expect(
+    handle: &mut Handle,
+    method: &str,
+    path: &str,
+    status: u16,
+    answer: &Value,
+) -> Seen {
     let (seen, send) = next(handle).await;
     assert_eq!(
         (seen.method.as_str(), seen.path()),
@@ -153,20 +162,28 @@ pub fn yaml_documents(path: &Path) -> Vec<Value> {
 
 /// The documents of `path` of one kind.
 pub fn of_kind(documents: &[Value], kind: &str) -> Vec<Value> {
-    documents.iter().filter(|d| d["kind"] == kind).cloned().collect()
+    documents
+        .iter()
+        .filter(|d| d["kind"] == kind)
+        .cloned()
+        .collect()
 }
 
 /// An object as a watcher would see it in a cluster: server fields added.
 pub fn as_observed(object: &Value, resource_version: &str) -> Value {
     let mut object = object.clone();
-    let name = object["metadata"]["name"].as_str().unwrap_or("x").to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("x")
+        .to_string();
     let api_version = object["apiVersion"].clone();
     let meta = &mut object["metadata"];
     meta["resourceVersion"] = json!(resource_version);
     meta["uid"] = json!(format!("uid-{name}"));
     meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
     meta["generation"] = json!(1);
-    meta["managedFields"] = json!([{"manager": "modelsplit", "operation": "Apply", "apiVersion": api_version}]);
+    meta["managedFields"] =
+        json!([{"manager": "modelsplit", "operation": "Apply", "apiVersion": api_version}]);
     object
 }
 
@@ -205,4 +222,18 @@ pub fn seed_inputs() -> Vec<Value> {
 /// What `render` prints for the seed: the expected apply bodies.
 pub fn seed_golden() -> Vec<Value> {
     yaml_documents(&manifest_dir().join("tests/golden/seed.yaml"))
+}
+
+/// Waits for the code under test to finish; an unexpected request fails the test
+/// instead of hanging it.
+pub async fn finish<T>(task: tokio::task::JoinHandle<T>, handle: &mut Handle) -> T {
+    tokio::pin!(task);
+    tokio::select! {
+        biased;
+        result = &mut task => result.expect("the code under test panicked"),
+        request = handle.next_request() => match request {
+            Some((request, _)) => panic!("unexpected request {} {}", request.method(), request.uri()),
+            None => task.await.expect("the code under test panicked"),
+        },
+    }
 }
