@@ -2,6 +2,8 @@
 //! `tower_test::mock::pair` behind a real `kube::Client`), plus fixture helpers.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::path::{Path, PathBuf};
 use std::task::Poll;
 
@@ -180,7 +182,9 @@ pub fn as_observed(object: &Value, resource_version: &str) -> Value {
     let meta = &mut object["metadata"];
     meta["resourceVersion"] = json!(resource_version);
     meta["uid"] = json!(format!("uid-{name}"));
-    meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    if meta["creationTimestamp"].is_null() {
+        meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
     meta["generation"] = json!(1);
     meta["managedFields"] =
         json!([{"manager": "modelsplit", "operation": "Apply", "apiVersion": api_version}]);
