@@ -89,7 +89,7 @@ fn parse_default_upstream(text: &str) -> Result<Upstream, String> {
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
-    run: modelsplit_controller::cluster::cli::RunArgs,
+    run: modelsplit_controller::cluster::cli::RunFlags,
     #[command(flatten)]
     settings: SettingsArgs,
 }

@@ -12,7 +12,7 @@ use crate::settings::Settings;
 
 /// Flags of `modelsplit run` besides the planner settings.
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
+pub struct RunFlags {
     /// Watch ServingRuntimes and InferenceServices only in this namespace (repeatable;
     /// default: all namespaces).
     #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
@@ -40,7 +40,7 @@ pub struct RunArgs {
 
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
-impl RunArgs {
+impl RunFlags {
     /// Resolves defaults from the environment; `client_namespace` is the kubeconfig's.
     pub fn settings(&self, planner: Settings, client_namespace: &str) -> RunSettings {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -78,7 +78,7 @@ impl RunArgs {
 }
 
 /// `modelsplit run`: returns the process exit code (0 after a clean shutdown).
-pub fn main(args: RunArgs, planner: Settings) -> i32 {
+pub fn main(args: RunFlags, planner: Settings) -> i32 {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

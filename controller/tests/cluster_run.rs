@@ -1,0 +1,237 @@
+//! The `modelsplit run` binary against a local fake API server: exit codes for a missing
+//! CRD and an RBAC denial, and a whole life — ready, leading, applying, reporting
+//! metrics — ending with SIGTERM, a clean exit and the Lease released.
+
+mod cluster_mock;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster_mock::fake_api::FakeApi;
+use cluster_mock::*;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn modelsplit_run(fake: &FakeApi, dir: &std::path::Path, metrics: SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_modelsplit"));
+    command
+        .args(["run", "--debounce-ms", "50"])
+        .arg(format!("--metrics-addr={metrics}"))
+        .env("KUBECONFIG", fake.kubeconfig(dir))
+        .env("POD_NAME", "pod-a")
+        .env("POD_NAMESPACE", "modelsplit-system")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("modelsplit-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary to its end (it must end by itself within a minute).
+async fn run_to_exit(mut command: Command) -> Output {
+    let child = command.spawn().expect("start modelsplit");
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("modelsplit run should have stopped by itself")
+        .unwrap()
+        .unwrap()
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Polls `check` every 50 ms until it holds, failing after 60 s.
+async fn eventually(what: &str, child: &mut Child, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("modelsplit run exited ({status}) while waiting for {what}");
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_exits_3_with_the_fix() {
+    let fake = FakeApi::start(&seed_inputs()).await;
+    fake.state
+        .lock()
+        .unwrap()
+        .missing
+        .insert("wasmplugins".to_string());
+    let dir = temp_dir("crd");
+    let output = run_to_exit(modelsplit_run(
+        &fake,
+        &dir,
+        ([127, 0, 0, 1], free_port()).into(),
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("modelsplit run: the API server does not serve wasmplugins.extensions.istio.io (v1alpha1): its CustomResourceDefinition is not installed; install Istio 1.12 or later"),
+        "{stderr}"
+    );
+    // Nothing was written.
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rbac_denial_exits_4_with_the_fix() {
+    let fake = FakeApi::start(&seed_inputs()).await;
+    fake.state
+        .lock()
+        .unwrap()
+        .forbidden
+        .insert("inferenceservices".to_string());
+    let dir = temp_dir("rbac");
+    let output = run_to_exit(modelsplit_run(
+        &fake,
+        &dir,
+        ([127, 0, 0, 1], free_port()).into(),
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(
+            "modelsplit run: RBAC forbids list on inferenceservices.serving.kserve.io (v1beta1)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
+    let fake = FakeApi::start(&seed_inputs()).await;
+    let dir = temp_dir("life");
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut child = modelsplit_run(&fake, &dir, metrics)
+        .spawn()
+        .expect("start modelsplit");
+
+    eventually("/readyz", &mut child, || {
+        http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+    eventually("the WasmPlugin and VirtualService", &mut child, || {
+        fake.applied().len() >= 2
+    })
+    .await;
+    eventually("two Events", &mut child, || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.uri.contains("/events"))
+            .count()
+            >= 2
+    })
+    .await;
+
+    let mut applied = fake.applied();
+    applied.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
+    let mut golden = seed_golden();
+    golden.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
+    assert_eq!(applied, golden, "what run applies is what render prints");
+    let patch_uris: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.uri)
+        .collect();
+    assert!(
+        patch_uris
+            .iter()
+            .all(|u| u.contains("fieldManager=modelsplit") && u.contains("force=true")),
+        "{patch_uris:?}"
+    );
+
+    let lease_holder = || -> Option<String> {
+        let state = fake.state.lock().unwrap();
+        let leases = state.objects.get("/apis/coordination.k8s.io/v1/leases")?;
+        leases.first()?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(lease_holder().as_deref(), Some("pod-a"));
+
+    let (status, _) = http_get(metrics, "/healthz").expect("/healthz");
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    eventually("the first reconcile in /metrics", &mut child, || {
+        text = http_get(metrics, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        text.contains("modelsplit_reconciles_total{result=\"ok\"}")
+    })
+    .await;
+    for line in [
+        "modelsplit_leader 1",
+        "modelsplit_groups{state=\"valid\"} 1",
+        "modelsplit_groups{state=\"invalid\"} 0",
+        "modelsplit_writes_total{kind=\"WasmPlugin\",action=\"created\"} 1",
+        "modelsplit_writes_total{kind=\"VirtualService\",action=\"created\"} 1",
+        "modelsplit_apply_duration_seconds_count 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+
+    // SIGTERM, as the kubelet sends it.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("modelsplit run stops on SIGTERM")
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("released the lease"), "{stderr}");
+    assert_eq!(lease_holder(), None, "the standby can take over at once");
+    let last: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .take(1)
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(last[0]["spec"]["leaseDurationSeconds"], 1);
+}
