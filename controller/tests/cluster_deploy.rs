@@ -1,0 +1,305 @@
+//! controller/deploy/ is valid without an API server: every object round-trips through
+//! the official Kubernetes types (k8s-openapi) without losing a field (a misspelt or
+//! misplaced field would be dropped), `kubectl kustomize` builds it when kubectl is
+//! installed, and RBAC grants exactly what the controller uses (least privilege).
+//!
+//! `kubectl apply --dry-run=client` needs an API server even in client mode (for the
+//! resource mapping), so it cannot run here; see controller/deploy/README.md.
+
+mod cluster_mock;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use cluster_mock::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use modelsplit_controller::cluster::kinds::{CLUSTER_ACCESS, LEASE_ACCESS};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+fn deploy_dir() -> std::path::PathBuf {
+    manifest_dir().join("deploy")
+}
+
+fn round_trips<T: DeserializeOwned + Serialize>(object: &Value) {
+    let typed: T = serde_json::from_value(object.clone())
+        .unwrap_or_else(|e| panic!("{} {}: {e}", object["kind"], object["metadata"]["name"]));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, object,
+        "{} {} lost or changed a field",
+        object["kind"], object["metadata"]["name"]
+    );
+}
+
+fn check_object(object: &Value) {
+    match object["kind"].as_str().unwrap_or("") {
+        "Namespace" => round_trips::<Namespace>(object),
+        "ServiceAccount" => round_trips::<ServiceAccount>(object),
+        "ClusterRole" => round_trips::<ClusterRole>(object),
+        "ClusterRoleBinding" => round_trips::<ClusterRoleBinding>(object),
+        "Role" => round_trips::<Role>(object),
+        "RoleBinding" => round_trips::<RoleBinding>(object),
+        "Deployment" => round_trips::<Deployment>(object),
+        "Service" => round_trips::<Service>(object),
+        "PodDisruptionBudget" => round_trips::<PodDisruptionBudget>(object),
+        other => panic!("unexpected kind {other} in controller/deploy"),
+    }
+}
+
+/// The objects of the files the kustomization lists.
+fn listed_objects() -> Vec<Value> {
+    let kustomization = yaml_documents(&deploy_dir().join("kustomization.yaml"));
+    let resources = kustomization[0]["resources"]
+        .as_array()
+        .expect("resources")
+        .clone();
+    let mut objects = Vec::new();
+    for file in resources {
+        let file = file.as_str().expect("a file name");
+        let documents = yaml_documents(&deploy_dir().join(file));
+        assert!(!documents.is_empty(), "{file} is empty");
+        objects.extend(documents);
+    }
+    objects
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn every_manifest_is_a_valid_kubernetes_object() {
+    let objects = listed_objects();
+    let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ])
+    );
+    for object in &objects {
+        check_object(object);
+    }
+}
+
+#[test]
+fn kubectl_kustomize_builds_the_install() {
+    let Ok(output) = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(deploy_dir())
+        .output()
+    else {
+        eprintln!(
+            "kubectl is not installed (Debian: kubernetes-client); checked the listed files only"
+        );
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file =
+        std::env::temp_dir().join(format!("modelsplit-kustomize-{}.yaml", std::process::id()));
+    std::fs::write(&file, &output.stdout).unwrap();
+    let objects = yaml_documents(Path::new(&file));
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(objects.len(), listed_objects().len());
+    for object in &objects {
+        check_object(object);
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/part-of"],
+            "modelsplit"
+        );
+        if !matches!(
+            object["kind"].as_str(),
+            Some("Namespace" | "ClusterRole" | "ClusterRoleBinding")
+        ) {
+            assert_eq!(
+                object["metadata"]["namespace"], "modelsplit-system",
+                "{}",
+                object["kind"]
+            );
+        }
+    }
+    let deployment = find(&objects, "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/modelsplit/modelsplit-controller:0.1.0"
+    );
+}
+
+/// (group, resource, verb) granted by a set of RBAC rules.
+fn grants(rules: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules.as_array().expect("rules") {
+        assert!(
+            rule.get("resourceNames").is_none()
+                || rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|v| v != "create"),
+            "create cannot be limited by name"
+        );
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let text = |v: &Value| v.as_str().unwrap().to_string();
+                    assert_ne!(text(verb), "*", "no wildcard verbs");
+                    assert_ne!(text(resource), "*", "no wildcard resources");
+                    out.insert((text(group), text(resource), text(verb)));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_controller_uses() {
+    let objects = listed_objects();
+    let mut needed = BTreeSet::new();
+    for (resource, verbs) in CLUSTER_ACCESS {
+        for verb in *verbs {
+            needed.insert((
+                resource.group.to_string(),
+                resource.plural.to_string(),
+                verb.to_string(),
+            ));
+        }
+    }
+    let granted = grants(&find(&objects, "ClusterRole")["rules"]);
+    // `get` on what is listed is harmless and what `kubectl` users expect; nothing else extra.
+    let extra: Vec<_> = granted
+        .difference(&needed)
+        .filter(|(_, _, verb)| verb != "get")
+        .collect();
+    assert!(extra.is_empty(), "more than needed: {extra:?}");
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    assert!(missing.is_empty(), "not granted: {missing:?}");
+
+    let (lease, verbs) = LEASE_ACCESS;
+    let role = find(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "modelsplit-system");
+    let granted = grants(&role["rules"]);
+    let needed: BTreeSet<_> = verbs
+        .iter()
+        .map(|v| {
+            (
+                lease.group.to_string(),
+                lease.plural.to_string(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(granted, needed);
+
+    // Both bindings point at the controller's ServiceAccount.
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        let subject = &find(&objects, kind)["subjects"][0];
+        assert_eq!(subject["kind"], "ServiceAccount");
+        assert_eq!(
+            subject["name"],
+            find(&objects, "ServiceAccount")["metadata"]["name"]
+        );
+        assert_eq!(subject["namespace"], "modelsplit-system");
+    }
+}
+
+#[test]
+fn the_deployment_is_two_hardened_replicas_probed_on_the_metrics_port() {
+    let objects = listed_objects();
+    let deployment = find(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["serviceAccountName"], "modelsplit-controller");
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert!(
+        container["resources"]["requests"].is_object()
+            && container["resources"]["limits"].is_object()
+    );
+
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"],
+            container["ports"][0]["name"]
+        );
+    }
+    let env: BTreeSet<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env.contains("POD_NAME") && env.contains("POD_NAMESPACE"),
+        "{env:?}"
+    );
+}
+
+#[test]
+fn the_deployment_args_are_accepted_by_modelsplit_run() {
+    let objects = listed_objects();
+    let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    // `--help` after the real arguments: clap rejects unknown flags before printing help.
+    let output = Command::new(env!("CARGO_BIN_EXE_modelsplit"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_modelsplit"))
+        .args(["run", "--no-such-flag", "--help"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "the check above can fail");
+}
