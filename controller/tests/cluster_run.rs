@@ -1,6 +1,7 @@
 //! The `modelsplit run` binary against a local fake API server: exit codes for a missing
 //! CRD and an RBAC denial, and a whole life — ready, leading, applying, reporting
-//! metrics — ending with SIGTERM, a clean exit and the Lease released.
+//! metrics, re-planning when a watched object changes — ending with SIGTERM, a clean exit
+//! and the Lease released.
 
 mod cluster_mock;
 
@@ -209,6 +210,51 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
             "missing {line:?} in\n{text}"
         );
     }
+
+    // `kubectl annotate` both members, 70/30: the watch brings the change, the
+    // controller re-plans and applies the WasmPlugin again (the routes stay as they are).
+    let writes_before = fake.applied().len();
+    for (member, percent) in [("ai-model-one", "70"), ("ai-model-two", "30")] {
+        let mut isvc = seed_inputs()
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == member)
+            .unwrap();
+        isvc["metadata"]["annotations"]["serving.kserve.io/canaryTrafficPercent"] = percent.into();
+        fake.update(isvc);
+    }
+    let weights = |plugin: &Value| -> Vec<Value> {
+        plugin["spec"]["pluginConfig"]["groups"][0]["members"]
+            .as_array()
+            .map(|members| members.iter().map(|m| m["weight"].clone()).collect())
+            .unwrap_or_default()
+    };
+    eventually("the 70/30 split applied", &mut child, || {
+        fake.applied()
+            .iter()
+            .any(|o| o["kind"] == "WasmPlugin" && weights(o) == [7000, 3000])
+    })
+    .await;
+    eventually("the Event for the new split", &mut child, || {
+        fake.requests().iter().any(|r| {
+            r.uri.contains("/events")
+                && r.body["note"]
+                    == "modelmesh-apps/ai-model: valid: ai-model-one=70% ai-model-two=30%"
+        })
+    })
+    .await;
+    let after_change: Vec<Value> = fake.applied()[writes_before..].to_vec();
+    assert!(
+        after_change.iter().all(|o| o["kind"] == "WasmPlugin"),
+        "only the WasmPlugin changes: {after_change:?}"
+    );
+    // Its own writes come back through the watch as no-ops: no write loop.
+    let settled = fake.applied().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fake.applied().len(),
+        settled,
+        "the controller keeps rewriting"
+    );
 
     // SIGTERM, as the kubelet sends it.
     let killed = Command::new("kill")

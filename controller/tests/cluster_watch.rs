@@ -157,3 +157,58 @@ async fn last_known_good_comes_from_the_wasm_plugin_in_the_cluster() {
     assert_eq!(applied, Vec::<Value>::new());
     assert_same_objects(published, expected);
 }
+
+#[tokio::test]
+async fn watching_a_list_of_namespaces_sees_only_their_models() {
+    let inputs = paths(&[
+        "fixtures/base",
+        "fixtures/three-way.yaml",
+        "fixtures/seed-80-20.yaml",
+    ]);
+    let fake = FakeApi::start(&cluster_objects(&inputs)).await;
+    let client = fake.client();
+    let scope = Scope::Namespaces(vec!["team-b".to_string()]);
+    let watchers = watch::start(&client, &scope, Metrics::new());
+    tokio::time::timeout(Duration::from_secs(30), watchers.stores.ready())
+        .await
+        .expect("every watcher lists its objects");
+    let snapshot = watchers.stores.snapshot();
+    watchers.task.abort();
+
+    let namespaces: std::collections::BTreeSet<String> = snapshot
+        .inference_services
+        .iter()
+        .chain(&snapshot.serving_runtimes)
+        .filter_map(|o| o.metadata.namespace.clone())
+        .collect();
+    assert_eq!(namespaces, ["team-b".to_string()].into());
+    assert!(!snapshot.inference_services.is_empty());
+    // Inputs are listed in that namespace only; published objects everywhere (by label).
+    let lists: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && !r.uri.contains("watch="))
+        .map(|r| r.uri.split('?').next().unwrap_or("").to_string())
+        .collect();
+    for path in [
+        "/apis/serving.kserve.io/v1beta1/namespaces/team-b/inferenceservices",
+        "/apis/serving.kserve.io/v1alpha1/namespaces/team-b/servingruntimes",
+        "/api/v1/namespaces",
+        "/apis/extensions.istio.io/v1alpha1/wasmplugins",
+        "/apis/networking.istio.io/v1beta1/virtualservices",
+    ] {
+        assert!(
+            lists.iter().any(|l| l == path),
+            "{path} not listed: {lists:?}"
+        );
+    }
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.uri.contains("wasmplugins") || r.uri.contains("virtualservices"))
+            .all(|r| r
+                .uri
+                .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dmodelsplit")),
+        "managed objects are watched by label only"
+    );
+}

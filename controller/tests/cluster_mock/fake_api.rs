@@ -31,6 +31,30 @@ pub struct FakeState {
     pub forbidden: BTreeSet<String>,
     pub requests: Vec<Recorded>,
     resource_version: u64,
+    /// Open watches: collection path, label selector, and where their events go.
+    watches: Vec<(String, Option<String>, WatchSender)>,
+}
+
+type WatchSender = futures::channel::mpsc::UnboundedSender<Result<Bytes, std::io::Error>>;
+
+impl FakeState {
+    /// Tells the open watches of `collection` about a change (ADDED, MODIFIED, DELETED).
+    fn notify(&mut self, collection: &str, kind: &str, object: &Value) {
+        let line = format!("{}\n", json!({"type": kind, "object": object}));
+        self.watches.retain(|(path, selector, sender)| {
+            if path != collection || !selected(object, selector) {
+                return !sender.is_closed();
+            }
+            sender.unbounded_send(Ok(Bytes::from(line.clone()))).is_ok()
+        });
+    }
+}
+
+fn selected(object: &Value, selector: &Option<String>) -> bool {
+    selector.as_deref().is_none_or(|s| {
+        let (k, v) = s.split_once('=').unwrap_or((s, ""));
+        object["metadata"]["labels"][k] == v
+    })
 }
 
 #[derive(Clone)]
@@ -104,6 +128,25 @@ impl FakeApi {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Changes an object as `kubectl` would (new resourceVersion) and tells the watches.
+    pub fn update(&self, mut object: Value) {
+        let path = collection(
+            object["apiVersion"].as_str().unwrap_or(""),
+            object["kind"].as_str().unwrap_or(""),
+        );
+        let mut state = self.state.lock().unwrap();
+        state.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+        let (namespace, name) = (
+            object["metadata"]["namespace"].as_str().map(str::to_string),
+            object["metadata"]["name"].as_str().map(str::to_string),
+        );
+        let objects = state.objects.entry(path.clone()).or_default();
+        objects.retain(|o| !matches(o, &namespace, &name));
+        objects.push(object.clone());
+        state.notify(&path, "MODIFIED", &object);
     }
 
     /// The bodies of server-side applies, in order.
@@ -203,25 +246,21 @@ async fn handle(
     }
     state.resource_version += 1;
     let version = state.resource_version.to_string();
-    let objects = state.objects.entry(collection_path).or_default();
+    let objects = state.objects.entry(collection_path.clone()).or_default();
 
     match method {
         Method::GET if name.is_none() => {
-            if query_param(&uri, "watch").is_some_and(|w| w == "true" || w == "1") {
-                // A watch that stays open and quiet.
-                let stream = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-                return (StatusCode::OK, Body::from_stream(stream)).into_response();
-            }
             let selector = query_param(&uri, "labelSelector");
+            if query_param(&uri, "watch").is_some_and(|w| w == "true" || w == "1") {
+                // Stays open; later changes arrive as watch events.
+                let (sender, receiver) = futures::channel::mpsc::unbounded();
+                state.watches.push((collection_path, selector, sender));
+                return (StatusCode::OK, Body::from_stream(receiver)).into_response();
+            }
             let items: Vec<Value> = objects
                 .iter()
                 .filter(|o| matches(o, &namespace, &None))
-                .filter(|o| {
-                    selector.as_deref().is_none_or(|s| {
-                        let (k, v) = s.split_once('=').unwrap_or((s, ""));
-                        o["metadata"]["labels"][k] == v
-                    })
-                })
+                .filter(|o| selected(o, &selector))
                 .cloned()
                 .collect();
             json_response(
@@ -237,6 +276,7 @@ async fn handle(
             let mut object = body_json;
             object["metadata"]["resourceVersion"] = json!(version);
             objects.push(object.clone());
+            state.notify(&collection_path, "ADDED", &object);
             json_response(StatusCode::CREATED, object)
         }
         Method::PUT | Method::PATCH => {
@@ -244,10 +284,19 @@ async fn handle(
             object["metadata"]["resourceVersion"] = json!(version);
             objects.retain(|o| !matches(o, &namespace, &name));
             objects.push(object.clone());
+            state.notify(&collection_path, "MODIFIED", &object);
             json_response(StatusCode::OK, object)
         }
         Method::DELETE => {
+            let gone: Vec<Value> = objects
+                .iter()
+                .filter(|o| matches(o, &namespace, &name))
+                .cloned()
+                .collect();
             objects.retain(|o| !matches(o, &namespace, &name));
+            for object in &gone {
+                state.notify(&collection_path, "DELETED", object);
+            }
             json_response(
                 StatusCode::OK,
                 json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
