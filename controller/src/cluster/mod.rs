@@ -96,6 +96,8 @@ pub async fn run(
     );
     let mut leader_changes = leadership.subscribe();
     let mut resync = tokio::time::interval(settings.resync);
+    // A long pass delays the next resync instead of causing a burst of them.
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retry = Backoff {
         first_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(60),
