@@ -12,7 +12,10 @@ use modelsplit_controller::render;
 use modelsplit_controller::{planner, Plan, PreviousConfigs, Settings};
 
 fn plan_of(files: &[&str], previous: &PreviousConfigs) -> Plan {
-    let paths: Vec<PathBuf> = files.iter().map(|f| manifest_dir().join("tests").join(f)).collect();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|f| manifest_dir().join("tests").join(f))
+        .collect();
     let observed = render::load_manifests(&paths).expect("fixtures load");
     planner::plan(&observed, previous, &Settings::default())
 }
@@ -49,7 +52,10 @@ fn owned(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 #[test]
 fn ready_then_stale_with_the_reason_then_ready_again_and_silence_in_between() {
     let mut memory = EventMemory::default();
-    let good = plan_of(&["fixtures/base", "fixtures/seed-80-20.yaml"], &PreviousConfigs::new());
+    let good = plan_of(
+        &["fixtures/base", "fixtures/seed-80-20.yaml"],
+        &PreviousConfigs::new(),
+    );
     memory.seed_once(&good.groups, &[]);
 
     let first = announce(&mut memory, &good);
@@ -60,10 +66,16 @@ fn ready_then_stale_with_the_reason_then_ready_again_and_silence_in_between() {
             ("GroupReady", "ai-model-two", "Normal"),
         ])
     );
-    assert!(announce(&mut memory, &good).is_empty(), "steady state says nothing");
+    assert!(
+        announce(&mut memory, &good).is_empty(),
+        "steady state says nothing"
+    );
 
     // One member re-annotated first: weights sum to 120, the last good split stays.
-    let during = plan_of(&["fixtures/base", "fixtures/reweight-step-120.yaml"], &good.published_configs());
+    let during = plan_of(
+        &["fixtures/base", "fixtures/reweight-step-120.yaml"],
+        &good.published_configs(),
+    );
     let stale = announce(&mut memory, &during);
     assert_eq!(
         events(&stale),
@@ -83,7 +95,10 @@ fn ready_then_stale_with_the_reason_then_ready_again_and_silence_in_between() {
 
 #[test]
 fn a_restart_does_not_repeat_ready_for_groups_already_served() {
-    let good = plan_of(&["fixtures/base", "fixtures/seed-80-20.yaml"], &PreviousConfigs::new());
+    let good = plan_of(
+        &["fixtures/base", "fixtures/seed-80-20.yaml"],
+        &PreviousConfigs::new(),
+    );
     let served: Vec<_> = good.published_configs().into_values().collect();
     let mut memory = EventMemory::default();
     memory.seed_once(&good.groups, &served);
@@ -93,7 +108,11 @@ fn a_restart_does_not_repeat_ready_for_groups_already_served() {
 #[test]
 fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
     let plan = plan_of(
-        &["fixtures/base", "fixtures/same-name-two-namespaces.yaml", "fixtures/missing-weight.yaml"],
+        &[
+            "fixtures/base",
+            "fixtures/same-name-two-namespaces.yaml",
+            "fixtures/missing-weight.yaml",
+        ],
         &PreviousConfigs::new(),
     );
     let mut memory = EventMemory::default();
@@ -103,7 +122,11 @@ fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
 
     // Group "shared" of modelmesh-apps (team-b's claim is older) and group "uses-dup"
     // (its member "dup" is team-b's gRPC name) answer REST only.
-    let lost: Vec<_> = all.iter().filter(|e| e.0 == "GrpcNameLost").cloned().collect();
+    let lost: Vec<_> = all
+        .iter()
+        .filter(|e| e.0 == "GrpcNameLost")
+        .cloned()
+        .collect();
     assert_eq!(
         lost,
         owned(&[
@@ -118,7 +141,10 @@ fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
         .find(|e| e.reason == "GrpcNameLost")
         .map(|e| e.note.clone())
         .unwrap();
-    assert!(lost_note.contains("belongs to namespace team-b"), "{lost_note}");
+    assert!(
+        lost_note.contains("belongs to namespace team-b"),
+        "{lost_note}"
+    );
 
     let invalid: Vec<_> = first
         .iter()
@@ -126,17 +152,29 @@ fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
         .filter(|e| e.reason == "GroupInvalid")
         .collect();
     assert!(!invalid.is_empty(), "{all:?}");
-    assert!(invalid.iter().all(|e| e.type_ == "Warning" && e.note.contains("invalid")), "{invalid:?}");
+    assert!(
+        invalid
+            .iter()
+            .all(|e| e.type_ == "Warning" && e.note.contains("invalid")),
+        "{invalid:?}"
+    );
 
     // Notices about single objects (the isvc without a gRPC route) are said once too.
-    let notices: Vec<_> = all.iter().filter(|e| e.0 == "ModelsplitNotice").cloned().collect();
+    let notices: Vec<_> = all
+        .iter()
+        .filter(|e| e.0 == "ModelsplitNotice")
+        .cloned()
+        .collect();
     assert_eq!(notices, owned(&[("ModelsplitNotice", "dup", "Warning")]));
     assert!(announce(&mut memory, &plan).is_empty(), "nothing twice");
 }
 
 #[test]
 fn a_group_that_goes_away_and_comes_back_is_announced_again() {
-    let good = plan_of(&["fixtures/base", "fixtures/seed-80-20.yaml"], &PreviousConfigs::new());
+    let good = plan_of(
+        &["fixtures/base", "fixtures/seed-80-20.yaml"],
+        &PreviousConfigs::new(),
+    );
     let empty = plan_of(&["fixtures/base"], &PreviousConfigs::new());
     let mut memory = EventMemory::default();
     memory.seed_once(&good.groups, &[]);
@@ -147,7 +185,10 @@ fn a_group_that_goes_away_and_comes_back_is_announced_again() {
 
 #[test]
 fn event_objects_are_valid_for_the_events_api() {
-    let plan = plan_of(&["fixtures/base", "fixtures/seed-80-20.yaml"], &PreviousConfigs::new());
+    let plan = plan_of(
+        &["fixtures/base", "fixtures/seed-80-20.yaml"],
+        &PreviousConfigs::new(),
+    );
     let mut memory = EventMemory::default();
     let announcements = memory.changes(&plan.groups, &plan.notices, &IsvcUids::new());
     let mut spec = announcements[0].events[0].clone();
