@@ -15,6 +15,8 @@ need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do need_deb "$p"; done
 fi
+# kubectl (client only) builds controller/deploy/ with `kubectl kustomize` in the deploy test.
+command -v kubectl >/dev/null 2>&1 || need_deb kubernetes-client
 if [ "${MODELSPLIT_BENCH:-}" = 1 ]; then need_deb wrk; fi
 
 if [ "${#missing_debs[@]}" -gt 0 ]; then
