@@ -151,7 +151,7 @@ pub fn plan(observed: &Observed, previous: &PreviousConfigs, settings: &Settings
     }
 
     // gRPC names: per gateway workload, over exposed models and published groups.
-    let owners = grpc_owners(&mesh, &models, &reports, &groups);
+    let owners = grpc_owners(&mesh, &models, &reports, &groups, previous);
     decide_group_grpc(&mut reports, &mesh, &owners);
 
     let routes = namespace_routes(&mesh, &models, &owners, &mut notices);
@@ -586,7 +586,19 @@ fn grpc_owners(
     models: &BTreeMap<(&str, &str), Model>,
     reports: &[GroupReport],
     groups: &BTreeMap<(&str, &str), Vec<&Model>>,
+    previous: &PreviousConfigs,
 ) -> Owners {
+    // A group's claim dates from its oldest member, but labels can be moved: a group
+    // that was never published could backdate a claim by labelling an old isvc and
+    // take a name another namespace holds. Once anything was published, such a group
+    // counts as the newest claim; groups published before keep their date.
+    let was_published = |namespace: &str, name: &str| {
+        previous.is_empty()
+            || previous
+                .values()
+                .flat_map(|c| &c.groups)
+                .any(|g| g.namespace == namespace && g.name == name)
+    };
     let mut claims: BTreeMap<&str, Vec<NameClaim>> = BTreeMap::new();
     for model in models.values().filter(|m| m.exposure.is_ok()) {
         let Some(mesh_ns) = mesh.get(model.namespace) else {
@@ -611,7 +623,8 @@ fn grpc_owners(
             .into_iter()
             .flatten()
             .filter_map(|m| m.created())
-            .min();
+            .min()
+            .filter(|_| was_published(&report.namespace, &report.name));
         claims
             .entry(mesh_ns.plugin_namespace.as_str())
             .or_default()
