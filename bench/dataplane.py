@@ -317,6 +317,13 @@ def instances(wasm, ports):
             direct_routes(),
             f"modelsplit, {groups} groups",
         )
+    if wasm.get("alt"):
+        simple(
+            "modelsplit-alt",
+            [wasm_filter(wasm["alt"], filter_config(10))],
+            direct_routes(),
+            "another build of modelsplit, 10 groups",
+        )
     # Where modelsplit's cost goes: the same module with one optional feature off.
     for name, flags, what in [
         ("modelsplit-no-routed", dict(routed=False), "response header off"),
@@ -432,6 +439,7 @@ GRPC = (GRPC_PATH, GRPC_HEADERS)
 MEMBERS = {"ai-model-one", "ai-model-two"}
 CELLS = [
     ("none", "none", *REST, "(1) no filter", {"unrouted"}, False),
+    ("none-grpc", "none", *GRPC, "(1g) no filter, gRPC-style request", {"unrouted"}, False),
     ("empty", "empty", *REST, "(2) empty wasm filter", {"unrouted"}, False),
     ("bare", "bare", *REST, "(3) bare wasm: read+write :path (floor)", {"ai-model-one"}, False),
     ("ms-rest", "modelsplit-10", *REST, "(4) modelsplit REST group", MEMBERS, True),
@@ -448,6 +456,18 @@ CELLS = [
     ("ms-other", "modelsplit-10", "/api/v1/other", {}, "(4) modelsplit, not a group", {"unrouted"}, False),
     ("ms-1000", "modelsplit-1000", *REST, "(4) modelsplit REST, 1,000 groups", MEMBERS, True),
     ("ms-10000", "modelsplit-10000", *REST, "(4) modelsplit REST, 10,000 groups", MEMBERS, True),
+    ("alt-rest", "modelsplit-alt", *REST, "(4*) other build: REST group", MEMBERS, True),
+    ("alt-grpc", "modelsplit-alt", *GRPC, "(4*) other build: gRPC header", MEMBERS, True),
+    (
+        "alt-sticky",
+        "modelsplit-alt",
+        GROUP_PATH,
+        {"x-user-id": "user-4711"},
+        "(4*) other build: REST sticky",
+        MEMBERS,
+        True,
+    ),
+    ("alt-other", "modelsplit-alt", "/api/v1/other", {}, "(4*) other build: not a group", {"unrouted"}, False),
     ("ms-no-routed", "modelsplit-no-routed", *REST, "(4-) REST, response header off", MEMBERS, False),
     ("ms-no-override", "modelsplit-no-override", *REST, "(4-) REST, override header off", MEMBERS, True),
     ("ms-no-sticky", "modelsplit-no-sticky", *REST, "(4-) REST, group not sticky", MEMBERS, True),
@@ -538,9 +558,9 @@ def check_cell(cell, inst):
         if wants_routed and routed != body:
             sys.exit(f"{label}: {ROUTED_HEADER} is {routed!r}, expected {body!r}")
         seen.add(body)
-    if len(bodies) > 1 and cell[0] != "ms-sticky" and len(seen) < 2:
+    if len(bodies) > 1 and not cell[0].endswith("sticky") and len(seen) < 2:
         sys.exit(f"{label}: 40 requests all went to {seen}; the split is not working")
-    if cell[0] == "ms-sticky" and len(seen) != 1:
+    if cell[0].endswith("sticky") and len(seen) != 1:
         sys.exit(f"{label}: a sticky key reached {seen}")
 
 
@@ -577,6 +597,7 @@ def main():
     p.add_argument("--modelsplit-wasm", required=True)
     p.add_argument("--empty-wasm", required=True)
     p.add_argument("--bare-wasm", required=True)
+    p.add_argument("--alt-wasm", help="another build of modelsplit to compare (cells alt-*)")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 5)))
     p.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 5)))
@@ -588,13 +609,15 @@ def main():
     ncpu = os.cpu_count() or 1
     envoy_cpu, wrk_cpu = (0, 1) if ncpu >= 2 else (None, None)
     wasm = {"modelsplit": args.modelsplit_wasm, "empty": args.empty_wasm, "bare": args.bare_wasm}
+    if args.alt_wasm:
+        wasm["alt"] = args.alt_wasm
     for k, v in wasm.items():
         if not os.path.isfile(v):
             sys.exit(f"{k} wasm not found: {v}")
-    cells = CELLS
+    cells = [c for c in CELLS if args.alt_wasm or not c[0].startswith("alt-")]
     if args.only:
         wanted = set(args.only.split(","))
-        cells = [c for c in CELLS if c[0] in wanted]
+        cells = [c for c in cells if c[0] in wanted]
     all_instances = instances(wasm, free_port)
     used = {c[1] for c in cells}
     workdir = tempfile.mkdtemp(prefix="modelsplit-bench-")

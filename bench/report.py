@@ -28,8 +28,14 @@ def dataplane_tables(d):
     def per_round(name, key):
         return [s[key] for s in cells[name]["samples"]]
 
+    def baseline(name):
+        if name.startswith("up-"):
+            return "up-none"
+        grpc = name.endswith("grpc") and name != "none-grpc" and "none-grpc" in cells
+        return "none-grpc" if grpc else "none"
+
     def added(name):
-        base = "up-none" if name.startswith("up-") else "none"
+        base = baseline(name)
         return [a - b for a, b in zip(per_round(name, "cpu_us"), per_round(base, "cpu_us"))]
 
     floor = added("bare") if "bare" in cells else None
@@ -46,10 +52,10 @@ def dataplane_tables(d):
     ]
     for name, c in cells.items():
         rps, cpu = per_round(name, "rps"), per_round(name, "cpu_us")
-        base = "up-none" if name.startswith("up-") else "none"
-        add = "—" if name == base else f"{med(added(name)):.2f} ({rng(added(name), '{:.2f}')})"
+        base = baseline(name)
+        add = "—" if name in (base, "none-grpc") else f"{med(added(name)):.2f} ({rng(added(name), '{:.2f}')})"
         xfloor = "—"
-        if floor and name not in ("none", "up-none") and not name.startswith("up-"):
+        if floor and name not in ("none", "none-grpc") and not name.startswith("up-"):
             ratios = [a / f for a, f in zip(added(name), floor)]
             xfloor = f"{med(ratios):.2f} ({rng(ratios, '{:.2f}')})"
         xtwo = "—"

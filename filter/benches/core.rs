@@ -140,7 +140,7 @@ fn compile(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("compile");
-    group.sample_size(20);
+    group.sample_size(10);
     group.bench_function("10000-groups", |b| {
         b.iter_batched(
             || json.clone(),
