@@ -6,9 +6,9 @@
 # Runs each target (default: config classify route) for SECONDS (default 20) with a
 # memory cap and an input size cap. New inputs go to a scratch corpus (FUZZ_WORK, default
 # a temporary directory), seeded from the small corpus kept in fuzz/corpus/<target>, so the
-# tree stays clean. A crash, leak, out-of-memory or timeout fails the script and leaves the
-# input in fuzz/artifacts/<target>/ (reproduce: scripts/fuzz.sh reproduces nothing itself;
-# run `RUSTC_BOOTSTRAP=1 cargo fuzz run -O <target> <artifact>` in fuzz/).
+# tree stays clean. A crash, leak, out-of-memory, timeout or broken invariant fails the
+# script and leaves the input in fuzz/artifacts/<target>/; reproduce it in fuzz/ with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run -O <target> <artifact>`.
 #
 # The long run documented in SECURITY.md: FUZZ_WORK=/var/tmp/modelsplit-fuzz scripts/fuzz.sh 3600
 set -euo pipefail

@@ -210,6 +210,24 @@ impl FilterConfig {
 }
 
 impl GroupConfig {
+    /// A group answering to gRPC, without a sticky header, with `members` as
+    /// (name, weight): the common case, written out once for code and tests that build one.
+    pub fn weighted(namespace: &str, name: &str, members: &[(&str, u32)]) -> Self {
+        GroupConfig {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            members: members
+                .iter()
+                .map(|(name, weight)| MemberConfig {
+                    name: name.to_string(),
+                    weight: *weight,
+                })
+                .collect(),
+            grpc: true,
+            sticky_header: None,
+        }
+    }
+
     /// Sum of the member weights (u64: cannot overflow for any u32 weights of a real group).
     pub fn total_weight(&self) -> u64 {
         self.members.iter().map(|m| u64::from(m.weight)).sum()
@@ -420,14 +438,8 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn serialises_without_absent_sticky_header() {
         let config = FilterConfig::with_groups(vec![GroupConfig {
-            namespace: "ns".into(),
-            name: "g".into(),
-            members: vec![MemberConfig {
-                name: "a".into(),
-                weight: 10000,
-            }],
             grpc: false,
-            sticky_header: None,
+            ..GroupConfig::weighted("ns", "g", &[("a", 10000)])
         }]);
         assert_eq!(
             config.to_json(),

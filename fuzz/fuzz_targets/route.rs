@@ -18,6 +18,29 @@ use std::sync::OnceLock;
 
 /// Small name alphabets so that fuzzed requests hit fuzzed groups.
 const NAMES: [&str; 6] = ["a", "b", "ai-model", "x.y", "a_b", "ns"];
+/// Names a request may use: the alphabets, the fixed plan's names and members.
+const REQUEST_NAMES: [&str; 20] = [
+    "a",
+    "b",
+    "ai-model",
+    "x.y",
+    "a_b",
+    "ns",
+    "a-m",
+    "b-m",
+    "ai-model-m",
+    "x.y-m",
+    "a_b-m",
+    "ns-m",
+    "tenant-a",
+    "tenant-b",
+    "ai-model-one",
+    "ai-model-two",
+    "dark",
+    "v1.2_x",
+    "fraud",
+    "b-one",
+];
 const HEADER_NAMES: [&str; 7] = [
     ":path",
     "content-type",
@@ -37,29 +60,61 @@ struct FuzzGroup {
     sticky: Option<u8>,
 }
 
+/// A header value: raw bytes, or a name a group or member may have.
+#[derive(Arbitrary, Debug)]
+enum Value<'a> {
+    Raw(&'a [u8]),
+    Name(u8),
+}
+
+impl Value<'_> {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Value::Raw(bytes) => bytes.to_vec(),
+            Value::Name(i) => REQUEST_NAMES[usize::from(*i) % REQUEST_NAMES.len()]
+                .as_bytes()
+                .to_vec(),
+        }
+    }
+}
+
+/// The request path: raw bytes, or a model path naming (namespace, group) plus a tail.
+#[derive(Arbitrary, Debug)]
+enum PathInput<'a> {
+    Raw(&'a [u8]),
+    Model {
+        namespace: u8,
+        name: u8,
+        tail: &'a [u8],
+    },
+}
+
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
     config: Option<Vec<FuzzGroup>>,
+    path: Option<PathInput<'a>>,
+    /// Adds `content-type: application/grpc` first (more may follow in `headers`).
+    grpc: bool,
     /// Header name index and value; a name may repeat.
-    headers: Vec<(u8, &'a [u8])>,
+    headers: Vec<(u8, Value<'a>)>,
     /// How the host presents a repeated header: the first value, or all joined by ','.
     join_repeated: bool,
     seed: u64,
 }
 
-struct Headers<'a> {
-    pairs: Vec<(&'static str, &'a [u8])>,
+struct Headers {
+    pairs: Vec<(&'static str, Vec<u8>)>,
     join: bool,
 }
 
-impl RequestHeaders for Headers<'_> {
+impl RequestHeaders for Headers {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         let mut values = self
             .pairs
             .iter()
             .filter(|(n, _)| *n == name)
-            .map(|(_, v)| *v);
-        let first = values.next()?.to_vec();
+            .map(|(_, v)| v);
+        let first = values.next()?.clone();
         if !self.join {
             return Some(first);
         }
@@ -117,13 +172,35 @@ fuzz_target!(|input: Input| {
             None => return,
         },
     };
+    let mut pairs = Vec::new();
+    match &input.path {
+        Some(PathInput::Raw(bytes)) => pairs.push((":path", bytes.to_vec())),
+        Some(PathInput::Model {
+            namespace,
+            name,
+            tail,
+        }) => {
+            let name_at = |i: &u8| REQUEST_NAMES[usize::from(*i) % REQUEST_NAMES.len()];
+            let path = format!(
+                "/modelmesh/{}/v2/models/{}",
+                name_at(namespace),
+                name_at(name)
+            );
+            pairs.push((":path", [path.as_bytes(), tail].concat()));
+        }
+        None => {}
+    }
+    if input.grpc {
+        pairs.push(("content-type", b"application/grpc".to_vec()));
+    }
+    pairs.extend(input.headers.iter().take(16).map(|(n, v)| {
+        (
+            HEADER_NAMES[usize::from(*n) % HEADER_NAMES.len()],
+            v.bytes(),
+        )
+    }));
     let headers = Headers {
-        pairs: input
-            .headers
-            .iter()
-            .take(16)
-            .map(|&(n, v)| (HEADER_NAMES[usize::from(n) % HEADER_NAMES.len()], v))
-            .collect(),
+        pairs,
         join: input.join_repeated,
     };
     let mut rng = Rng::new(input.seed);

@@ -9,24 +9,12 @@ use crate::load::run_many;
 use crate::observe::Observed;
 use crate::standin::{StandIn, StandInConfig};
 use modelsplit_controller::local::envoy_files::{ExposedIsvc, Upstream};
-use modelsplit_filter::config::{FilterConfig, GroupConfig, MemberConfig};
+use modelsplit_filter::config::{FilterConfig, GroupConfig};
 use tonic::transport::Channel;
 
 /// A group with `members` as (name, weight), gRPC on, not sticky.
 pub fn group(namespace: &str, name: &str, members: &[(&str, u32)]) -> GroupConfig {
-    GroupConfig {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        members: members
-            .iter()
-            .map(|(name, weight)| MemberConfig {
-                name: name.to_string(),
-                weight: *weight,
-            })
-            .collect(),
-        grpc: true,
-        sticky_header: None,
-    }
+    GroupConfig::weighted(namespace, name, members)
 }
 
 /// Exposed isvcs `names` in `namespace` (each gets the VirtualService's routes).

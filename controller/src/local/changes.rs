@@ -48,29 +48,16 @@ impl Changes {
 mod tests {
     use super::*;
     use crate::report::{GroupReport, GroupState};
-    use modelsplit_filter::config::{GroupConfig, MemberConfig};
+    use modelsplit_filter::config::GroupConfig;
 
     fn plan_with(weights: &[(&str, u32)]) -> Plan {
-        let group = GroupConfig {
-            namespace: "apps".into(),
-            name: "g".into(),
-            members: weights
-                .iter()
-                .map(|(n, w)| MemberConfig {
-                    name: n.to_string(),
-                    weight: *w,
-                })
-                .collect(),
-            grpc: true,
-            sticky_header: None,
-        };
         Plan {
             groups: vec![GroupReport {
                 namespace: "apps".into(),
                 name: "g".into(),
                 members: weights.iter().map(|(n, _)| n.to_string()).collect(),
                 state: GroupState::Valid,
-                published: Some(group),
+                published: Some(GroupConfig::weighted("apps", "g", weights)),
                 grpc_lost: None,
                 not_ready: None,
             }],

@@ -428,7 +428,7 @@ fn pretty(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelsplit_filter::config::{GroupConfig, MemberConfig};
+    use modelsplit_filter::config::GroupConfig;
 
     fn routes_of(rds: &str) -> Vec<Value> {
         let parsed: Value = serde_json::from_str(rds).unwrap();
@@ -476,16 +476,8 @@ mod tests {
 
     #[test]
     fn ecds_carries_the_filter_config_as_a_string() {
-        let config = FilterConfig::with_groups(vec![GroupConfig {
-            namespace: "apps".into(),
-            name: "g".into(),
-            members: vec![MemberConfig {
-                name: "a".into(),
-                weight: 1,
-            }],
-            grpc: true,
-            sticky_header: None,
-        }]);
+        let config =
+            FilterConfig::with_groups(vec![GroupConfig::weighted("apps", "g", &[("a", 1)])]);
         let files = render_dynamic(&config, &[], &[], Path::new("/x/filter.wasm"));
         let ecds: Value = serde_json::from_str(&files.ecds).unwrap();
         let wasm = &ecds["resources"][0]["typed_config"]["config"];
@@ -570,14 +562,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_filter_config(dir.path()), None);
         let config = FilterConfig::with_groups(vec![GroupConfig {
-            namespace: "apps".into(),
-            name: "g".into(),
-            members: vec![MemberConfig {
-                name: "a".into(),
-                weight: 7,
-            }],
             grpc: false,
             sticky_header: Some("x-user".into()),
+            ..GroupConfig::weighted("apps", "g", &[("a", 7)])
         }]);
         write_atomically(
             dir.path(),

@@ -80,7 +80,7 @@ pub fn transition_steps(old: Option<&GatewayState>, new: &GatewayState, wasm: &P
 mod tests {
     use super::*;
     use crate::local::envoy_files::{ExposedIsvc, Upstream};
-    use modelsplit_filter::config::{FilterConfig, GroupConfig, MemberConfig};
+    use modelsplit_filter::config::{FilterConfig, GroupConfig};
     use serde_json::Value;
 
     fn routes_of(rds: &str) -> Vec<Value> {
@@ -94,19 +94,7 @@ mod tests {
     fn state(members: &[(&str, u32)], namespaces: &[&str]) -> GatewayState {
         let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
         GatewayState {
-            config: FilterConfig::with_groups(vec![GroupConfig {
-                namespace: "a".into(),
-                name: "g".into(),
-                members: members
-                    .iter()
-                    .map(|(n, w)| MemberConfig {
-                        name: n.to_string(),
-                        weight: *w,
-                    })
-                    .collect(),
-                grpc: true,
-                sticky_header: None,
-            }]),
+            config: FilterConfig::with_groups(vec![GroupConfig::weighted("a", "g", members)]),
             isvcs: names.iter().map(|n| ExposedIsvc::new("a", n)).collect(),
             upstreams: namespaces
                 .iter()
