@@ -291,6 +291,16 @@ pub(crate) fn rds_file(routes: Vec<Value>) -> String {
     pretty(&json!({"resources": [config]}))
 }
 
+/// The routes of an RDS file written by `rds_file`, for tests to inspect.
+#[cfg(test)]
+pub(crate) fn routes_of(rds: &str) -> Vec<Value> {
+    let parsed: Value = serde_json::from_str(rds).unwrap();
+    parsed["resources"][0]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 /// The CDS file: one REST (HTTP/1.1) and one gRPC (HTTP/2) cluster per namespace.
 pub fn render_cds(upstreams: &[Upstream]) -> String {
     let clusters: Vec<Value> = upstreams
@@ -429,14 +439,6 @@ fn pretty(value: &Value) -> String {
 mod tests {
     use super::*;
     use modelsplit_filter::config::GroupConfig;
-
-    fn routes_of(rds: &str) -> Vec<Value> {
-        let parsed: Value = serde_json::from_str(rds).unwrap();
-        parsed["resources"][0]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
 
     #[test]
     fn routes_mirror_the_virtual_service() {

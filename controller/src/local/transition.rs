@@ -79,17 +79,9 @@ pub fn transition_steps(old: Option<&GatewayState>, new: &GatewayState, wasm: &P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::envoy_files::{ExposedIsvc, Upstream};
+    use crate::local::envoy_files::{routes_of, ExposedIsvc, Upstream};
     use modelsplit_filter::config::{FilterConfig, GroupConfig};
     use serde_json::Value;
-
-    fn routes_of(rds: &str) -> Vec<Value> {
-        let parsed: Value = serde_json::from_str(rds).unwrap();
-        parsed["resources"][0]["virtual_hosts"][0]["routes"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
 
     fn state(members: &[(&str, u32)], namespaces: &[&str]) -> GatewayState {
         let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
