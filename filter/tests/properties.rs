@@ -228,22 +228,23 @@ fn single_group(weights: &[u32], sticky: bool) -> (Plan, Group) {
     (plan, group)
 }
 
-/// Each observed share is within 5 standard deviations (plus a hair) of its weight's share.
+/// Each member's count is within 5 standard deviations of `n * share`, plus a few
+/// counts of slack so that tiny shares (a handful of expected hits) do not flake.
 fn assert_converges(counts: &[u64], weights: &[u32], n: u64) -> Result<(), TestCaseError> {
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     for (i, (&count, &weight)) in counts.iter().zip(weights).enumerate() {
         let p = weight as f64 / total as f64;
-        let observed = count as f64 / n as f64;
-        let tolerance = 5.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-9;
+        let expected = p * n as f64;
+        let tolerance = 5.0 * (expected * (1.0 - p)).sqrt() + 6.0;
         if weight == 0 {
             prop_assert_eq!(count, 0, "member {} has weight 0", i);
         }
         prop_assert!(
-            (observed - p).abs() <= tolerance,
-            "member {}: share {} vs weight share {} (tolerance {})",
+            (count as f64 - expected).abs() <= tolerance,
+            "member {}: {} hits, {} expected (tolerance {})",
             i,
-            observed,
-            p,
+            count,
+            expected,
             tolerance
         );
     }
