@@ -12,23 +12,7 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let request = Arc::new(request);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (request, next) = (request.clone(), next.clone());
-        workers.spawn(async move {
-            let mut done = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return done;
-                }
-                done.push((i, request(i).await));
-            }
-        });
-    }
-    collect(workers, total).await
+    run_while(concurrency, total, request, move |i| i < total).await
 }
 
 /// Runs `request(i)` continuously with `concurrency` in flight until `stop` is set
@@ -44,29 +28,41 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let request = Arc::new(request);
+    run_while(concurrency, 0, request, move |i| {
+        i < minimum || !stop.load(Ordering::Relaxed)
+    })
+    .await
+}
+
+/// Workers, `concurrency` of them, take the next index while `more(index)` holds and
+/// run `request` on it; results are returned in index order (`expected` sizes them).
+async fn run_while<T, F, Fut>(
+    concurrency: usize,
+    expected: usize,
+    request: F,
+    more: impl Fn(usize) -> bool + Send + Sync + 'static,
+) -> Vec<T>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (request, more) = (Arc::new(request), Arc::new(more));
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (request, next, stop) = (request.clone(), next.clone(), stop.clone());
+        let (request, more, next) = (request.clone(), more.clone(), next.clone());
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= minimum && stop.load(Ordering::Relaxed) {
+                if !more(i) {
                     return done;
                 }
                 done.push((i, request(i).await));
             }
         });
     }
-    collect(workers, 0).await
-}
-
-async fn collect<T: Send + 'static>(
-    mut workers: tokio::task::JoinSet<Vec<(usize, T)>>,
-    expected: usize,
-) -> Vec<T> {
     let mut all = Vec::with_capacity(expected);
     while let Some(done) = workers.join_next().await {
         match done {
