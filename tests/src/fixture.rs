@@ -3,6 +3,7 @@
 
 use crate::gateway::{require_filter_wasm, Gateway};
 use crate::http::{HttpClient, Reply};
+use crate::infer::grpc_client;
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::kserve::ModelInferRequest;
 use crate::load::run_many;
@@ -89,12 +90,7 @@ impl Fixture {
 
     /// A gRPC client connected to the gateway over h2c.
     pub async fn grpc(&self) -> GrpcInferenceServiceClient<Channel> {
-        let channel = Channel::from_shared(self.gateway.url(""))
-            .expect("gateway URL")
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("gRPC connection to the gateway: {e}"));
-        GrpcInferenceServiceClient::new(channel)
+        grpc_client(&self.gateway.url("")).await
     }
 
     /// Sends `total` REST requests (`concurrency` in flight); `headers(i)` gives the

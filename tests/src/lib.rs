@@ -12,6 +12,7 @@ pub mod gateway;
 /// The local gateway's Envoy files: the controller's implementation (`modelsplit local`).
 pub use modelsplit_controller::local::envoy_files as gateway_files;
 pub mod http;
+pub mod infer;
 pub mod load;
 pub mod local_gateway;
 pub mod observe;

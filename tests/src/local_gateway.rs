@@ -6,12 +6,15 @@
 use crate::envoy_admin::{applied_filter_config, find_group};
 use crate::gateway::{envoy_binary, require_filter_wasm};
 use crate::http::HttpClient;
+use crate::infer::grpc_client;
+use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::standin::{StandIn, StandInConfig};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// How long Envoy may take to start (V8 compiles the module per worker).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -239,6 +242,11 @@ impl LocalGateway {
     /// `http://<listener><path>`.
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.listener, path_and_query)
+    }
+
+    /// A gRPC client connected to the gateway over h2c.
+    pub async fn grpc(&self) -> GrpcInferenceServiceClient<Channel> {
+        grpc_client(&self.url("")).await
     }
 
     /// The stand-in of `namespace`.

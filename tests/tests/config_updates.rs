@@ -3,8 +3,9 @@
 
 use modelsplit_e2e::fixture::{exposed, group, Fixture};
 use modelsplit_e2e::gateway::ConfigOutcome;
+use modelsplit_e2e::infer::rest_infer;
 use modelsplit_e2e::load::run_until;
-use modelsplit_e2e::observe::{Observed, Tally};
+use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
 use modelsplit_e2e::standin::StandInConfig;
 use modelsplit_filter::config::FilterConfig;
@@ -91,12 +92,7 @@ async fn invalid_configurations_are_rejected_and_the_previous_split_keeps_servin
         let (http, url) = (fx.http.clone(), fx.gateway.url(PATH));
         tokio::spawn(run_until(stop.clone(), 2000, 8, move |_| {
             let (http, url) = (http.clone(), url.clone());
-            async move {
-                let reply = http
-                    .post_json(&url, &[], &serde_json::json!({"inputs": []}))
-                    .await;
-                Observed::from_rest(&reply.unwrap_or_else(|e| panic!("{e}")))
-            }
+            async move { rest_infer(&http, &url).await }
         }))
     };
 

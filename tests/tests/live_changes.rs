@@ -4,9 +4,8 @@
 
 use modelsplit_controller::local::envoy_files::GatewayState;
 use modelsplit_e2e::fixture::{exposed, group, Fixture, CONCURRENCY};
-use modelsplit_e2e::kserve::ModelInferRequest;
-use modelsplit_e2e::load::run_until;
-use modelsplit_e2e::observe::{Observed, Tally};
+use modelsplit_e2e::infer::{sent_between, timed_grpc_until, timed_rest_until};
+use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
 use modelsplit_e2e::standin::StandInConfig;
 use modelsplit_filter::config::FilterConfig;
@@ -38,42 +37,13 @@ async fn weights_members_added_and_removed_under_load_without_a_failed_request()
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let rest = {
-        let (http, url) = (
-            fx.http.clone(),
-            fx.gateway.url("/modelmesh/apps/v2/models/ai-model/infer"),
-        );
-        tokio::spawn(run_until(stop.clone(), 0, CONCURRENCY / 4, move |_| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let started = Instant::now();
-                let reply = http
-                    .post_json(&url, &[], &serde_json::json!({"inputs": []}))
-                    .await;
-                (
-                    started,
-                    Observed::from_rest(&reply.unwrap_or_else(|e| panic!("{e}"))),
-                )
-            }
-        }))
-    };
-    let grpc = {
-        let client = fx.grpc().await;
-        tokio::spawn(run_until(stop.clone(), 0, CONCURRENCY / 4, move |_| {
-            let mut client = client.clone();
-            let mut request = tonic::Request::new(ModelInferRequest::default());
-            request
-                .metadata_mut()
-                .insert("mm-vmodel-id", "ai-model".parse().unwrap());
-            async move {
-                let started = Instant::now();
-                (
-                    started,
-                    Observed::from_grpc(&client.model_infer(request).await),
-                )
-            }
-        }))
-    };
+    let rest = timed_rest_until(
+        stop.clone(),
+        CONCURRENCY / 4,
+        fx.http.clone(),
+        fx.gateway.url("/modelmesh/apps/v2/models/ai-model/infer"),
+    );
+    let grpc = timed_grpc_until(stop.clone(), CONCURRENCY / 4, fx.grpc().await, "ai-model");
 
     // (label, weights, when the change was written, when Envoy had applied it)
     let mut phases = vec![(
@@ -115,11 +85,7 @@ async fn weights_members_added_and_removed_under_load_without_a_failed_request()
 
     for (i, (label, weights, written, applied)) in phases.iter().enumerate() {
         let next_written = phases.get(i + 1).map(|p| p.2);
-        let in_force: Vec<Observed> = observed
-            .iter()
-            .filter(|(t, _)| *t >= *applied && next_written.is_none_or(|n| *t < n))
-            .map(|(_, o)| o.clone())
-            .collect();
+        let in_force = sent_between(&observed, *applied, next_written);
         let weights: Vec<(&str, u32)> = weights.iter().map(|(m, w)| (*m, *w)).collect();
         let split = check_split(&Tally::of(&in_force, NS).by_member, &weights);
         // The first request after the write that saw the new split's newest member shows the delay.

@@ -3,13 +3,12 @@
 //! REST and gRPC traffic as its annotations say; an isvc outside any group is
 //! routed as its VirtualService would route it; an unexposed one is not routed.
 
-use modelsplit_e2e::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
-use modelsplit_e2e::kserve::ModelInferRequest;
+use modelsplit_e2e::infer::{grpc_infer, rest_infer, vmodel_request};
 use modelsplit_e2e::load::run_many;
 use modelsplit_e2e::local_gateway::{
     group_manifest, isvc_manifest, namespace_manifest, LocalGateway,
 };
-use modelsplit_e2e::observe::{Observed, Tally};
+use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
 use modelsplit_e2e::standin::StandInConfig;
 
@@ -53,12 +52,7 @@ async fn rest_and_grpc_requests_split_as_the_manifests_say() {
     );
     let rest = run_many(REQUESTS, 32, move |_| {
         let (http, url) = (http.clone(), url.clone());
-        async move {
-            let reply = http
-                .post_json(&url, &[], &serde_json::json!({"inputs": []}))
-                .await;
-            Observed::from_rest(&reply.unwrap_or_else(|e| panic!("{e}")))
-        }
+        async move { rest_infer(&http, &url).await }
     })
     .await;
     let split = check_split(&Tally::of(&rest, NS).by_member, &weights);
@@ -67,19 +61,10 @@ async fn rest_and_grpc_requests_split_as_the_manifests_say() {
     assert_eq!(tally.problem_count, 0, "{:?}", tally.problems);
     assert!(split.passes(), "{split}");
 
-    let channel = tonic::transport::Channel::from_shared(gw.url(""))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let client = GrpcInferenceServiceClient::new(channel);
+    let client = gw.grpc().await;
     let grpc = run_many(REQUESTS, 32, move |_| {
         let mut client = client.clone();
-        let mut request = tonic::Request::new(ModelInferRequest::default());
-        request
-            .metadata_mut()
-            .insert("mm-vmodel-id", "ai-model".parse().unwrap());
-        async move { Observed::from_grpc(&client.model_infer(request).await) }
+        async move { grpc_infer(&mut client, "ai-model").await }
     })
     .await;
     let tally = Tally::of(&grpc, NS);
@@ -106,18 +91,9 @@ async fn a_plain_isvc_is_routed_and_an_unexposed_one_is_not() {
     assert_eq!(plain.status, 200, "{}", plain.text());
     assert_eq!(plain.json()["path"], "/v2/models/plain/infer");
 
-    let channel = tonic::transport::Channel::from_shared(gw.url(""))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = GrpcInferenceServiceClient::new(channel);
-    let mut request = tonic::Request::new(ModelInferRequest::default());
-    request
-        .metadata_mut()
-        .insert("mm-vmodel-id", "plain".parse().unwrap());
+    let mut client = gw.grpc().await;
     let reply = client
-        .model_infer(request)
+        .model_infer(vmodel_request("plain"))
         .await
         .expect("gRPC to a plain isvc");
     assert_eq!(reply.get_ref().model_name, "plain");
@@ -136,12 +112,8 @@ async fn a_plain_isvc_is_routed_and_an_unexposed_one_is_not() {
         hidden.status, 404,
         "an isvc whose runtime lacks enable-route has no route"
     );
-    let mut request = tonic::Request::new(ModelInferRequest::default());
-    request
-        .metadata_mut()
-        .insert("mm-vmodel-id", "hidden".parse().unwrap());
     let status = client
-        .model_infer(request)
+        .model_infer(vmodel_request("hidden"))
         .await
         .expect_err("no gRPC route for an unexposed isvc");
     assert_eq!(

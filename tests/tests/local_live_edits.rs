@@ -3,11 +3,9 @@
 //! summing to 120). Each valid edit is in force within 2 s of the manifest write,
 //! the invalid one keeps the last good split, and no request fails throughout.
 
-use modelsplit_e2e::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
-use modelsplit_e2e::kserve::ModelInferRequest;
-use modelsplit_e2e::load::run_until;
+use modelsplit_e2e::infer::{sent_between, timed_grpc_until, timed_rest_until};
 use modelsplit_e2e::local_gateway::{group_manifest, namespace_manifest, LocalGateway};
-use modelsplit_e2e::observe::{Observed, Tally};
+use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
 use modelsplit_e2e::standin::StandInConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,47 +51,13 @@ async fn edits_are_in_force_within_two_seconds_and_no_request_fails() {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let rest = {
-        let (http, url) = (
-            gw.http.clone(),
-            gw.url("/modelmesh/apps/v2/models/ai-model/infer"),
-        );
-        tokio::spawn(run_until(stop.clone(), 0, 8, move |_| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let started = Instant::now();
-                let reply = http
-                    .post_json(&url, &[], &serde_json::json!({"inputs": []}))
-                    .await;
-                (
-                    started,
-                    Observed::from_rest(&reply.unwrap_or_else(|e| panic!("{e}"))),
-                )
-            }
-        }))
-    };
-    let grpc = {
-        let channel = tonic::transport::Channel::from_shared(gw.url(""))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = GrpcInferenceServiceClient::new(channel);
-        tokio::spawn(run_until(stop.clone(), 0, 8, move |_| {
-            let mut client = client.clone();
-            let mut request = tonic::Request::new(ModelInferRequest::default());
-            request
-                .metadata_mut()
-                .insert("mm-vmodel-id", "ai-model".parse().unwrap());
-            async move {
-                let started = Instant::now();
-                (
-                    started,
-                    Observed::from_grpc(&client.model_infer(request).await),
-                )
-            }
-        }))
-    };
+    let rest = timed_rest_until(
+        stop.clone(),
+        8,
+        gw.http.clone(),
+        gw.url("/modelmesh/apps/v2/models/ai-model/infer"),
+    );
+    let grpc = timed_grpc_until(stop.clone(), 8, gw.grpc().await, "ai-model");
 
     let start = Instant::now();
     let mut phases = vec![Phase {
@@ -180,11 +144,7 @@ async fn edits_are_in_force_within_two_seconds_and_no_request_fails() {
     for (i, phase) in phases.iter().enumerate() {
         let from = phase.in_force + WORKER_PROPAGATION;
         let until = phases.get(i + 1).map(|next| next.edited);
-        let in_force: Vec<Observed> = observed
-            .iter()
-            .filter(|(t, _)| *t >= from && until.is_none_or(|u| *t < u))
-            .map(|(_, o)| o.clone())
-            .collect();
+        let in_force = sent_between(&observed, from, until);
         let split = check_split(&Tally::of(&in_force, NS).by_member, &phase.weights);
         eprintln!(
             "{}: {} requests while in force\n{split}",
