@@ -3,9 +3,8 @@
 
 use crate::gateway::{require_filter_wasm, Gateway};
 use crate::http::{HttpClient, Reply};
-use crate::infer::grpc_client;
+use crate::infer::{grpc_client, vmodel_request};
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crate::kserve::ModelInferRequest;
 use crate::load::run_many;
 use crate::observe::Observed;
 use crate::standin::{StandIn, StandInConfig};
@@ -137,14 +136,10 @@ impl Fixture {
         let vmodel = vmodel.to_string();
         run_many(total, CONCURRENCY, move |i| {
             let mut client = client.clone();
-            let mut request = tonic::Request::new(ModelInferRequest {
-                id: i.to_string(),
-                ..Default::default()
-            });
+            let mut request = vmodel_request(&vmodel);
+            request.get_mut().id = i.to_string();
             let metadata = request.metadata_mut();
-            for (name, value) in
-                std::iter::once(("mm-vmodel-id".to_string(), vmodel.clone())).chain(headers(i))
-            {
+            for (name, value) in headers(i) {
                 let name =
                     tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).expect("header name");
                 metadata.insert(name, value.parse().expect("header value"));
