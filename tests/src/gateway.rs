@@ -5,6 +5,7 @@
 //! log and keeps the whole working directory (its path is printed).
 
 use crate::http::HttpClient;
+use modelsplit_controller::local::admin::parse_stats;
 use modelsplit_controller::local::envoy_files::{
     render_bootstrap, render_ecds, write_atomically, BootstrapSettings, ExposedIsvc, GatewayState,
     Upstream, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE, ROUTE_CONFIG_NAME,
@@ -123,14 +124,7 @@ pub struct Stats(pub BTreeMap<String, u64>);
 impl Stats {
     /// Parses Envoy's plain-text stats (`name: value`; histograms are skipped).
     pub fn parse(text: &str) -> Stats {
-        Stats(
-            text.lines()
-                .filter_map(|line| {
-                    let (name, value) = line.rsplit_once(": ")?;
-                    Some((name.trim().to_string(), value.trim().parse().ok()?))
-                })
-                .collect(),
-        )
+        Stats(parse_stats(text))
     }
 
     /// The value of the stat named `name`, also found under a prefix Envoy adds

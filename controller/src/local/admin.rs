@@ -139,7 +139,7 @@ fn dechunk(mut body: &str) -> Option<String> {
 }
 
 /// Envoy's plain-text stats (`name: value`); non-numeric lines are skipped.
-fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
     text.lines()
         .filter_map(|line| {
             let (name, value) = line.rsplit_once(": ")?;
