@@ -34,6 +34,17 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Starts Envoy exposing `models` in `namespace` and a stand-in there that serves
+    /// only those models (any other would answer 404).
+    pub async fn serving(config: &FilterConfig, namespace: &str, models: &[&str]) -> Fixture {
+        Fixture::start(
+            config,
+            &exposed(namespace, models),
+            vec![StandInConfig::only(namespace, models)],
+        )
+        .await
+    }
+
     /// Starts one stand-in per config and Envoy routing `isvcs` to them.
     pub async fn start(
         config: &FilterConfig,

@@ -1,13 +1,12 @@
 //! Filter configurations pushed at run time through ECDS: valid ones take over,
 //! invalid ones are rejected as a whole while the previous split keeps serving.
 
-use modelsplit_e2e::fixture::{exposed, group, Fixture};
+use modelsplit_e2e::fixture::{group, Fixture};
 use modelsplit_e2e::gateway::ConfigOutcome;
 use modelsplit_e2e::infer::rest_infer;
 use modelsplit_e2e::load::run_until;
 use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
-use modelsplit_e2e::standin::StandInConfig;
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::CONFIG_REJECTED_COUNTER;
 use std::collections::BTreeMap;
@@ -20,12 +19,7 @@ const PATH: &str = "/modelmesh/apps/v2/models/ai-model/infer";
 async fn fixture(weights: &[(&str, u32)]) -> Fixture {
     let config = FilterConfig::with_groups(vec![group(NS, "ai-model", weights)]);
     let members = ["m-one", "m-two", "m-three"];
-    Fixture::start(
-        &config,
-        &exposed(NS, &members),
-        vec![StandInConfig::only(NS, &members)],
-    )
-    .await
+    Fixture::serving(&config, NS, &members).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

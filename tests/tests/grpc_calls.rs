@@ -1,10 +1,10 @@
 //! gRPC through the gateway beyond the split: model-scoped calls of a group, plain
 //! isvcs, the request's own model name, and groups published without gRPC.
 
-use modelsplit_e2e::fixture::{exposed, group, Fixture};
+use modelsplit_e2e::fixture::{group, Fixture};
 use modelsplit_e2e::kserve::{ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
 use modelsplit_e2e::observe::ROUTED_HEADER;
-use modelsplit_e2e::standin::{StandInConfig, MODEL_HEADER, NAMESPACE_HEADER};
+use modelsplit_e2e::standin::{MODEL_HEADER, NAMESPACE_HEADER};
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::requests_counter_name;
 use tonic::Request;
@@ -33,12 +33,7 @@ async fn fixture() -> Fixture {
         group(NS, "ai-model", &[("m-one", 1), ("m-two", 1)]),
         no_grpc,
     ]);
-    Fixture::start(
-        &config,
-        &exposed(NS, &["m-one", "m-two", "plain"]),
-        vec![StandInConfig::only(NS, &["m-one", "m-two", "plain"])],
-    )
-    .await
+    Fixture::serving(&config, NS, &["m-one", "m-two", "plain"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,10 @@
 //! 10,000 requests each, checked with a chi-square goodness of fit (p > 0.001),
 //! and Envoy's per-member counters equal to what the client observed.
 
-use modelsplit_e2e::fixture::{exposed, group, Fixture};
+use modelsplit_e2e::fixture::{group, Fixture};
 use modelsplit_e2e::observe::{Observed, Tally};
 use modelsplit_e2e::split::check_split;
-use modelsplit_e2e::standin::{Protocol, StandInConfig};
+use modelsplit_e2e::standin::Protocol;
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::requests_counter_name;
 
@@ -16,12 +16,7 @@ async fn fixture_for(group_name: &str, weights: &[(&str, u32)]) -> Fixture {
     let config = FilterConfig::with_groups(vec![group(NS, group_name, weights)]);
     let members: Vec<&str> = weights.iter().map(|(m, _)| *m).collect();
     // The stand-in knows only the members: anything else would answer 404.
-    Fixture::start(
-        &config,
-        &exposed(NS, &members),
-        vec![StandInConfig::only(NS, &members)],
-    )
-    .await
+    Fixture::serving(&config, NS, &members).await
 }
 
 /// Checks the split, the stand-in's journal and Envoy's counters; prints the figures.

@@ -1,9 +1,8 @@
 //! Sticky keys, the override header and the routed header through the real Envoy.
 
-use modelsplit_e2e::fixture::{exposed, group, Fixture};
+use modelsplit_e2e::fixture::{group, Fixture};
 use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
-use modelsplit_e2e::standin::StandInConfig;
 use modelsplit_filter::config::{FilterConfig, GroupConfig};
 use modelsplit_filter::plan::{requests_counter_name, OVERRIDE_IGNORED_COUNTER};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,12 +21,7 @@ fn sticky_group() -> GroupConfig {
 async fn fixture() -> Fixture {
     let members: Vec<&str> = WEIGHTS.iter().map(|(m, _)| *m).collect();
     let config = FilterConfig::with_groups(vec![sticky_group()]);
-    Fixture::start(
-        &config,
-        &exposed(NS, &members),
-        vec![StandInConfig::only(NS, &members)],
-    )
-    .await
+    Fixture::serving(&config, NS, &members).await
 }
 
 fn user(i: usize) -> Vec<(String, String)> {
