@@ -2,7 +2,7 @@
 # The README's test command: installs what is missing, then runs every test of modelsplit.
 #   formatting and lints, native unit tests (filter core, controller planner, render goldens),
 #   the filter core compiled to wasm32 under Node, and end-to-end tests through a real Envoy
-#   1.40 loading the built filter.
+#   1.40 loading the built filter, and a short coverage-guided fuzz run of the filter core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -33,5 +33,8 @@ cargo test --workspace
 
 step "filter core tests compiled to wasm32, run under Node (wasm-bindgen-test)"
 scripts/test-wasm-core.sh
+
+step "short fuzz run of the filter core (config, classify, route); the long run is in SECURITY.md"
+scripts/fuzz.sh 20
 
 step "all tests passed in $((SECONDS - started)) s"
