@@ -558,9 +558,10 @@ def check_cell(cell, inst):
         if wants_routed and routed != body:
             sys.exit(f"{label}: {ROUTED_HEADER} is {routed!r}, expected {body!r}")
         seen.add(body)
-    if len(bodies) > 1 and not cell[0].endswith("sticky") and len(seen) < 2:
+    sticky = "x-user-id" in headers
+    if len(bodies) > 1 and not sticky and len(seen) < 2:
         sys.exit(f"{label}: 40 requests all went to {seen}; the split is not working")
-    if cell[0].endswith("sticky") and len(seen) != 1:
+    if sticky and len(seen) != 1:
         sys.exit(f"{label}: a sticky key reached {seen}")
 
 

@@ -63,7 +63,7 @@ if want render; then
 fi
 
 python3 - "$out/env.json" "$load_before" "$envoy_bin" "scripts/bench.sh ${*:-}" <<'PY'
-import json, os, subprocess, sys, time
+import json, os, re, subprocess, sys, time
 path, load_before, envoy, command = sys.argv[1:5]
 def run(*cmd):
     try:
@@ -77,7 +77,8 @@ env = {
     "load_before": load_before,
     "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
     "commit": run("git", "rev-parse", "--short", "HEAD"),
-    "envoy": "Envoy " + (run(envoy, "--version").split("/")[1] if envoy and os.path.exists(envoy) else "?"),
+    "envoy": "Envoy " + (re.search(r"version: \S+?/([\d.]+)/", run(envoy, "--version")) or re.match("(.*)", "?")).group(1)
+    if envoy and os.path.exists(envoy) else "Envoy ?",
     "wrk": run("sh", "-c", "wrk -v 2>&1 | head -1").split(" [")[0],
     "command": command.strip(),
 }
