@@ -188,6 +188,12 @@ fn run_render(args: RenderArgs) -> Result<ExitCode> {
     if args.strict && invalid > 0 {
         bail!("{invalid} group(s) invalid (--strict): no resources printed");
     }
+    if args.strict && !plan.oversized.is_empty() {
+        bail!(
+            "{} gateway configuration(s) too large to publish (--strict): no resources printed",
+            plan.oversized.len()
+        );
+    }
     std::io::stdout()
         .lock()
         .write_all(yaml.as_bytes())

@@ -2,7 +2,8 @@
 //! resources modelsplit wants, and a report. Pure: no I/O, no clock, no randomness;
 //! the same input gives the same plan, sorted, so `render`, `run` and `local` agree.
 
-use crate::report::{GroupReport, GroupState, GrpcLoss, NotReady, Notice};
+use crate::report::{GroupReport, GroupState, GrpcLoss, NotReady, Notice, OversizedPlugin};
+use crate::resources::wasm_plugin::MAX_WASM_PLUGIN_BYTES;
 use crate::resources::{
     self, InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin,
 };
@@ -52,6 +53,8 @@ pub struct Plan {
     /// One per group seen in any namespace, sorted by namespace and name.
     pub groups: Vec<GroupReport>,
     pub notices: Vec<Notice>,
+    /// Gateways whose configuration exceeds [`MAX_WASM_PLUGIN_BYTES`] and was not published.
+    pub oversized: Vec<OversizedPlugin>,
 }
 
 /// The filter configuration one gateway workload gets.
@@ -155,12 +158,17 @@ pub fn plan(observed: &Observed, previous: &PreviousConfigs, settings: &Settings
     decide_group_grpc(&mut reports, &mesh, &owners);
 
     let routes = namespace_routes(&mesh, &models, &owners, &mut notices);
-    let gateways = gateway_plans(&mesh, &reports);
-    let wasm_plugins = gateways
-        .iter()
-        .filter(|g| !g.config.groups.is_empty())
-        .map(|g| WasmPlugin::for_gateway(&g.plugin_namespace, &g.config, settings))
-        .collect();
+    let mut gateways = gateway_plans(&mesh, &reports);
+    let mut wasm_plugins = Vec::new();
+    let mut oversized = Vec::new();
+    for gateway in &mut gateways {
+        let (plugin, too_big) = plugin_within_limit(gateway, previous, settings);
+        wasm_plugins.extend(plugin);
+        if let Some(too_big) = too_big {
+            notices.push(oversized_notice(&too_big));
+            oversized.push(too_big);
+        }
+    }
     let virtual_services = routes.iter().map(VirtualService::for_namespace).collect();
     notices.sort();
     Plan {
@@ -170,7 +178,65 @@ pub fn plan(observed: &Observed, previous: &PreviousConfigs, settings: &Settings
         virtual_services,
         groups: reports,
         notices,
+        oversized,
     }
+}
+
+/// The gateway's WasmPlugin (none without groups). One above [`MAX_WASM_PLUGIN_BYTES`]
+/// would be refused by the API server, so the gateway keeps its previously published
+/// configuration instead (or gets none), and says so in the second value.
+fn plugin_within_limit(
+    gateway: &mut GatewayPlan,
+    previous: &PreviousConfigs,
+    settings: &Settings,
+) -> (Option<WasmPlugin>, Option<OversizedPlugin>) {
+    if gateway.config.groups.is_empty() {
+        return (None, None);
+    }
+    let plugin = WasmPlugin::for_gateway(&gateway.plugin_namespace, &gateway.config, settings);
+    let bytes = plugin.serialized_len();
+    if bytes <= MAX_WASM_PLUGIN_BYTES {
+        return (Some(plugin), None);
+    }
+    // Last-known-good, if it still fits (it may not: a smaller limit, other settings).
+    let kept = previous
+        .get(&gateway.plugin_namespace)
+        .filter(|config| !config.groups.is_empty())
+        .map(|config| {
+            let plugin = WasmPlugin::for_gateway(&gateway.plugin_namespace, config, settings);
+            (config, plugin)
+        })
+        .filter(|(_, plugin)| plugin.serialized_len() <= MAX_WASM_PLUGIN_BYTES);
+    let too_big = OversizedPlugin {
+        plugin_namespace: gateway.plugin_namespace.clone(),
+        bytes,
+        kept_previous: kept.is_some(),
+    };
+    match kept {
+        Some((config, plugin)) => {
+            gateway.config = config.clone();
+            (Some(plugin), Some(too_big))
+        }
+        None => {
+            gateway.config = FilterConfig::default();
+            (None, Some(too_big))
+        }
+    }
+}
+
+fn oversized_notice(too_big: &OversizedPlugin) -> Notice {
+    let outcome = if too_big.kept_previous {
+        "keeping the previously published configuration"
+    } else {
+        "no configuration published (no previous one that fits)"
+    };
+    namespace_notice(
+        &too_big.plugin_namespace,
+        format!(
+            "filter configuration of this gateway is {} bytes as a WasmPlugin, above the limit of {MAX_WASM_PLUGIN_BYTES} bytes (the API server refuses objects over 1.5 MiB); {outcome}. Fix: split the groups over several gateways with the namespace annotations {GATEWAY_ANNOTATION} (or {MAISTRA_GATEWAY_NAMESPACE} and {MAISTRA_GATEWAY_NAME}), or shorten group and InferenceService names",
+            too_big.bytes
+        ),
+    )
 }
 
 /// The namespaces in the mesh, with their gateway; those naming a bad gateway are

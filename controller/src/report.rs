@@ -67,6 +67,18 @@ pub struct NotReady {
     pub redistributed: bool,
 }
 
+/// A gateway whose filter configuration is too large for one WasmPlugin: the planner
+/// does not publish it (`--strict` fails on these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedPlugin {
+    /// Where the WasmPlugin lives (the gateway workload namespace).
+    pub plugin_namespace: String,
+    /// Serialised size of the WasmPlugin that was not published, in bytes.
+    pub bytes: usize,
+    /// Whether the previously published configuration is kept (else none is published).
+    pub kept_previous: bool,
+}
+
 /// Something about one object that a person should know (an Event in a cluster).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Notice {

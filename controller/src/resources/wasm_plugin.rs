@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 /// Name of the one WasmPlugin per gateway workload namespace.
 pub const WASM_PLUGIN_NAME: &str = "modelsplit";
 
+/// Largest serialised WasmPlugin the planner publishes, in bytes. The API server
+/// refuses requests above 1.5 MiB (1,572,864 bytes, the etcd object limit); the rest
+/// is room for what the server adds (metadata, managedFields, annotations).
+pub const MAX_WASM_PLUGIN_BYTES: usize = 1_400_000;
+
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "extensions.istio.io",
@@ -51,6 +56,12 @@ pub struct WorkloadSelector {
 }
 
 impl WasmPlugin {
+    /// Size of the object as JSON, as sent to the API server.
+    pub fn serialized_len(&self) -> usize {
+        // Serialising plain strings, maps and numbers cannot fail.
+        serde_json::to_vec(self).map_or(0, |json| json.len())
+    }
+
     /// The filter configuration this plugin publishes (for last-known-good).
     pub fn filter_config(&self) -> Result<FilterConfig, ConfigError> {
         let config = match &self.spec.plugin_config {
