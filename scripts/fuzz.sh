@@ -46,7 +46,8 @@ for target in "${targets[@]}"; do
     config) dict=dict/config.dict ;;
     *) dict=dict/request.dict ;;
   esac
-  mkdir -p "$work/$target"
+  # A target may have no seeds in the repo yet; libFuzzer refuses a missing corpus directory.
+  mkdir -p "$work/$target" "corpus/$target"
   step "fuzzing $target for ${seconds}s"
   # -rss_limit_mb: no unbounded allocation; -max_len: inputs up to 8 KiB (headers and
   # configs beyond that only repeat structure); -timeout: no input may take a second.
