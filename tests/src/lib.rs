@@ -6,6 +6,7 @@ pub mod kserve {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("inference");
 }
+pub mod cluster;
 pub mod envoy_admin;
 pub mod fixture;
 pub mod gateway;

@@ -1,7 +1,8 @@
-//! Writes a plan: server-side apply of every desired object that differs from what the
-//! cluster has, then deletion of managed objects that are no longer desired.
+//! Writes for the leader: server-side apply of desired objects that differ from what the
+//! cluster has, and deletion of managed objects no longer wanted. What is written in which
+//! order is decided by the reconciler (see [`super::staging`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -12,7 +13,7 @@ use super::error::{status_code, ClusterError};
 use super::kinds::ManagedKind;
 use super::lease::Leadership;
 use super::metrics::Metrics;
-use super::retry::{with_backoff, Backoff};
+use super::retry::{leader_call, Backoff};
 use crate::resources::{MANAGED_BY_LABEL, MANAGER};
 
 /// Kind, namespace and name: what identifies a published object.
@@ -112,7 +113,11 @@ fn json_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Writes objects for the leader; every write first checks it still leads.
+/// The result of one write.
+pub type WriteResult = (ObjectKey, Result<Outcome, ClusterError>);
+
+/// Writes objects for the leader. Every attempt starts only while this replica leads and
+/// is abandoned when its leadership runs out ([`leader_call`]).
 pub struct Writer<'a> {
     pub client: &'a Client,
     pub leadership: &'a Leadership,
@@ -121,75 +126,72 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Makes the cluster match `desired`: VirtualServices first (so a member's route
-    /// exists before the filter sends it traffic), then WasmPlugins, then pruning.
-    /// One failed object does not stop the others; the first error is returned.
-    pub async fn sync(
+    /// Server-side applies every object of `desired` that differs from what the cluster
+    /// has. One failed object does not stop the others, except a lost lease, which stops all.
+    pub async fn apply_all(
         &self,
         desired: &[DesiredObject],
         observed: &ObservedObjects,
-    ) -> Result<Vec<(ObjectKey, Outcome)>, ClusterError> {
-        let mut ordered: Vec<&DesiredObject> = desired.iter().collect();
-        ordered.sort_by_key(|d| (d.key.kind != ManagedKind::VirtualService, d.key.clone()));
-        let mut outcomes = Vec::new();
-        let mut first_error = None;
-
-        for object in ordered {
+    ) -> Vec<WriteResult> {
+        let mut results = Vec::new();
+        for object in desired {
             let result = match observed.get(&object.key) {
                 Some(current) if is_unchanged(&object.body, current) => Ok(Outcome::Unchanged),
-                current => self.apply(object).await.map(|()| {
-                    if current.is_some() {
-                        Outcome::Updated
-                    } else {
-                        Outcome::Created
-                    }
-                }),
+                current => {
+                    let existed = current.is_some();
+                    self.apply(object).await.map(|()| {
+                        if existed {
+                            Outcome::Updated
+                        } else {
+                            Outcome::Created
+                        }
+                    })
+                }
             };
-            self.record(&object.key, result, &mut outcomes, &mut first_error)?;
+            let stop = matches!(result, Err(ClusterError::NotLeader));
+            self.record(&object.key, &result);
+            results.push((object.key.clone(), result));
+            if stop {
+                break;
+            }
         }
+        results
+    }
 
-        let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|d| &d.key).collect();
-        for (key, current) in observed {
-            if wanted.contains(key) || !is_managed(current) {
+    /// Deletes `keys` (only objects carrying the managed-by label).
+    pub async fn prune_all(
+        &self,
+        keys: &[ObjectKey],
+        observed: &ObservedObjects,
+    ) -> Vec<WriteResult> {
+        let mut results = Vec::new();
+        for key in keys {
+            if !observed.get(key).is_some_and(is_managed) {
                 continue;
             }
             let result = self.delete(key).await.map(|()| Outcome::Pruned);
-            self.record(key, result, &mut outcomes, &mut first_error)?;
+            let stop = matches!(result, Err(ClusterError::NotLeader));
+            self.record(key, &result);
+            results.push((key.clone(), result));
+            if stop {
+                break;
+            }
         }
-
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(outcomes),
-        }
+        results
     }
 
-    /// Logs and counts one result; errors that make going on pointless return at once.
-    fn record(
-        &self,
-        key: &ObjectKey,
-        result: Result<Outcome, ClusterError>,
-        outcomes: &mut Vec<(ObjectKey, Outcome)>,
-        first_error: &mut Option<ClusterError>,
-    ) -> Result<(), ClusterError> {
+    /// Logs and counts one result.
+    fn record(&self, key: &ObjectKey, result: &Result<Outcome, ClusterError>) {
         match result {
             Ok(outcome) => {
-                if outcome != Outcome::Unchanged {
+                if *outcome != Outcome::Unchanged {
                     tracing::info!(object = %key, outcome = outcome.as_str(), "synced");
                 }
                 self.metrics.wrote(key.kind.kind(), outcome.as_str());
-                outcomes.push((key.clone(), outcome));
-                Ok(())
             }
             Err(error) => {
                 tracing::warn!(object = %key, %error, "write failed");
                 self.metrics.error(error.kind());
-                match error {
-                    ClusterError::NotLeader | ClusterError::Forbidden { .. } => Err(error),
-                    _ => {
-                        first_error.get_or_insert(error);
-                        Ok(())
-                    }
-                }
             }
         }
     }
@@ -203,63 +205,60 @@ impl Writer<'_> {
     }
 
     async fn apply(&self, object: &DesiredObject) -> Result<(), ClusterError> {
-        self.ensure_leading()?;
         let api = self.api(&object.key);
-        // Forced: the controller owns these objects outright; a person's kubectl edit of an
-        // owned field is overwritten on the next reconcile, as with any controller.
+        // Forced: the controller owns these fields outright; a person's edit of an owned
+        // field is overwritten on the next reconcile, fields others add are left alone.
         let params = PatchParams::apply(MANAGER).force();
         let patch = Patch::Apply(&object.body);
         let started = Instant::now();
-        let result = with_backoff(&format!("apply {}", object.key), self.backoff, || {
+        let what = format!("apply {}", object.key);
+        let result = leader_call(&what, self.leadership, self.backoff, || {
             api.patch(&object.key.name, &params, &patch)
         })
         .await;
         self.metrics.observe_apply(started.elapsed());
         result
             .map(drop)
-            .map_err(|e| self.write_error("patch", &object.key, e))
+            .map_err(|e| forbidden_or(e, "patch", &object.key))
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), ClusterError> {
-        self.ensure_leading()?;
         let api = self.api(key);
         let params = DeleteParams::default();
         let started = Instant::now();
-        let result = with_backoff(&format!("delete {key}"), self.backoff, || {
-            api.delete(&key.name, &params)
-        })
+        let result = leader_call(
+            &format!("delete {key}"),
+            self.leadership,
+            self.backoff,
+            || api.delete(&key.name, &params),
+        )
         .await;
         self.metrics.observe_apply(started.elapsed());
         match result {
             Ok(_) => Ok(()),
             // Already gone: what pruning wanted.
-            Err(error) if status_code(&error) == Some(404) => Ok(()),
-            Err(error) => Err(self.write_error("delete", key, error)),
+            Err(ClusterError::Kube { source, .. }) if status_code(&source) == Some(404) => Ok(()),
+            Err(error) => Err(forbidden_or(error, "delete", key)),
         }
     }
+}
 
-    fn ensure_leading(&self) -> Result<(), ClusterError> {
-        if self.leadership.is_leading() {
-            Ok(())
-        } else {
-            Err(ClusterError::NotLeader)
-        }
-    }
-
-    fn write_error(&self, verb: &'static str, key: &ObjectKey, error: kube::Error) -> ClusterError {
-        if status_code(&error) == Some(403) {
-            let message = match &error {
+/// A 403 as the typed RBAC error naming the resource; anything else unchanged.
+fn forbidden_or(error: ClusterError, verb: &'static str, key: &ObjectKey) -> ClusterError {
+    match error {
+        ClusterError::Kube { source, .. } if status_code(&source) == Some(403) => {
+            let message = match &source {
                 kube::Error::Api(status) => status.message.clone(),
                 other => other.to_string(),
             };
-            return ClusterError::Forbidden {
+            ClusterError::Forbidden {
                 verb,
                 resource: key.kind.resource(),
                 namespace: Some(key.namespace.clone()),
                 message,
-            };
+            }
         }
-        ClusterError::kube(format!("{verb} {key}"), error)
+        other => other,
     }
 }
 

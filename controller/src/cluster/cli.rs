@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use super::error::exit_code;
 use super::lease::LeaseSettings;
+use super::reconcile::Publishing;
 use super::watch::Scope;
 use super::RunSettings;
+use crate::resources::wasm_plugin::WASM_PLUGIN_NAME;
 use crate::settings::Settings;
 
 /// Flags of `modelsplit run` besides the planner settings.
@@ -20,9 +22,20 @@ pub struct RunFlags {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub metrics_addr: SocketAddr,
-    /// Name of the Lease that elects the writing replica.
-    #[arg(long, default_value = "modelsplit-controller", value_name = "NAME")]
-    pub lease_name: String,
+    /// Name of the WasmPlugin and VirtualServices this controller publishes; it changes or
+    /// removes only objects of this name. Controllers limited to different namespaces on one
+    /// gateway each need their own [default: modelsplit; with --watch-namespace:
+    /// modelsplit-<first watched namespace>].
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Name of the Lease that elects the writing replica [default: modelsplit-controller for
+    /// the default instance, else <instance>-controller].
+    #[arg(long, value_name = "NAME")]
+    pub lease_name: Option<String>,
+    /// How long a route outlives the filter-config change that stopped using it: long
+    /// enough for the gateway to run the new config (istiod's debounce and push).
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub route_grace_seconds: u64,
     /// Namespace of the Lease [default: $POD_NAMESPACE, else the service account's namespace,
     /// else the kubeconfig's].
     #[arg(long, value_name = "NAMESPACE")]
@@ -66,10 +79,29 @@ impl RunFlags {
         } else {
             Scope::Namespaces(self.watch_namespaces.clone())
         };
+        let instance =
+            self.instance
+                .clone()
+                .unwrap_or_else(|| match self.watch_namespaces.first() {
+                    None => WASM_PLUGIN_NAME.to_string(),
+                    Some(first) => format!("{WASM_PLUGIN_NAME}-{first}"),
+                });
+        let lease_name = self.lease_name.clone().unwrap_or_else(|| {
+            if instance == WASM_PLUGIN_NAME {
+                "modelsplit-controller".to_string()
+            } else {
+                format!("{instance}-controller")
+            }
+        });
         RunSettings {
             planner,
-            scope,
-            lease: LeaseSettings::new(&self.lease_name, &lease_namespace, &identity),
+            scope: scope.clone(),
+            lease: LeaseSettings::new(&lease_name, &lease_namespace, &identity),
+            publishing: Publishing {
+                instance,
+                scope,
+                route_grace: Duration::from_secs(self.route_grace_seconds),
+            },
             metrics_addr: self.metrics_addr,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             debounce: Duration::from_millis(self.debounce_ms),
@@ -103,6 +135,7 @@ pub fn main(args: RunFlags, planner: Settings) -> i32 {
             identity = %settings.lease.identity,
             lease = %format!("{}/{}", settings.lease.namespace, settings.lease.name),
             scope = ?settings.scope,
+            instance = %settings.publishing.instance,
             "starting modelsplit controller"
         );
         let shutdown = super::shutdown_on_signals();

@@ -61,8 +61,19 @@ pub enum ClusterError {
         source: kube::Error,
     },
 
+    #[error("the pass wrote only part of what it wanted ({message}); what could not be written keeps its published state and is retried")]
+    Incomplete { message: String },
+
     #[error("this replica lost the leader lease; it stopped writing")]
     NotLeader,
+
+    #[error(
+        "{action}: no answer within {after:?}; abandoned (the API server is slow or unreachable)"
+    )]
+    Timeout {
+        action: String,
+        after: std::time::Duration,
+    },
 
     #[error("metrics server on {addr}: {source}")]
     MetricsServer {
@@ -101,6 +112,8 @@ impl ClusterError {
                 None => "transport",
             },
             ClusterError::NotLeader => "not_leader",
+            ClusterError::Timeout { .. } => "timeout",
+            ClusterError::Incomplete { .. } => "incomplete",
             ClusterError::MetricsServer { .. } => "metrics_server",
         }
     }

@@ -216,7 +216,16 @@ impl Leadership {
     }
 
     pub fn is_leading(&self) -> bool {
-        matches!(*self.until.borrow(), Some(until) if Instant::now() < until)
+        self.remaining().is_some()
+    }
+
+    /// How long this replica may still write without another renewal; None when not leading.
+    /// Every API call of the leader is bounded by this, so no write can land after the
+    /// renew deadline (and so after a standby may have taken over).
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = (*self.until.borrow())?;
+        let now = Instant::now();
+        (now < until).then(|| until - now)
     }
 
     /// Extends leadership; subscribers hear of it only when this replica was not leading.

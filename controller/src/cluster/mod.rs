@@ -23,6 +23,7 @@ pub mod preflight;
 pub mod reconcile;
 pub mod retry;
 pub mod snapshot;
+pub mod staging;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct RunSettings {
     pub planner: Settings,
     pub scope: Scope,
     pub lease: LeaseSettings,
+    /// Object names, scope and staging of this controller instance.
+    pub publishing: reconcile::Publishing,
     pub metrics_addr: SocketAddr,
     /// A full re-plan this often even without changes (repairs edits the watch missed).
     pub resync: Duration,
@@ -93,7 +96,8 @@ pub async fn run(
         leadership.clone(),
         metrics.clone(),
         settings.lease.identity.clone(),
-    );
+    )
+    .with_publishing(settings.publishing.clone());
     let mut leader_changes = leadership.subscribe();
     let mut resync = tokio::time::interval(settings.resync);
     // A long pass delays the next resync instead of causing a burst of them.
@@ -105,6 +109,8 @@ pub async fn run(
     };
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    // When a route kept for the grace period may go: plan again then, even if idle.
+    let mut wake_at: Option<Instant> = None;
 
     while !*stop.borrow() {
         tokio::select! {
@@ -115,7 +121,9 @@ pub async fn run(
             _ = resync.tick() => {}
             _ = leader_changes.changed() => {}
             _ = sleep_until(retry_at) => {}
+            _ = sleep_until(wake_at) => {}
         }
+        wake_at = None;
         let leading = leadership.is_leading();
         metrics.set_leader(leading);
         if !leading {
@@ -126,6 +134,11 @@ pub async fn run(
                 metrics.reconciled(true);
                 failures = 0;
                 retry_at = None;
+                wake_at = outcome.wake_at.map(|at| {
+                    let wait = at.duration_since(k8s_openapi::jiff::Timestamp::now());
+                    let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+                    Instant::now() + wait + Duration::from_millis(50)
+                });
                 tracing::debug!(
                     groups = outcome.plan.groups.len(),
                     events = outcome.events,

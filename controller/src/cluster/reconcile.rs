@@ -1,22 +1,31 @@
-//! One pass: snapshot -> plan -> writes, prunes and Events. The watch loop calls this on
-//! every (debounced) change and on resync; tests call it directly with a mock API server.
+//! One pass: snapshot -> plan -> staged writes (routes, then filter configs, then prunes)
+//! -> Events. The watch loop calls this on every (debounced) change, on resync, and when
+//! a route kept for the grace period may go; tests call it directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use modelsplit_filter::config::FilterConfig;
 
-use super::apply::{DesiredObject, ObjectKey, Outcome, Writer};
+use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer};
 use super::error::ClusterError;
 use super::events::{self, EventMemory};
+use super::kinds::ManagedKind;
 use super::lease::Leadership;
 use super::metrics::Metrics;
-use super::retry::{with_backoff, Backoff};
+use super::retry::{leader_call, Backoff};
 use super::snapshot::Snapshot;
-use crate::planner::{self, Plan};
+use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
+use super::watch::Scope;
+use crate::planner::{self, NamespaceRoutes, Plan};
+use crate::report::Notice;
+use crate::resources::{VirtualService, WasmPlugin};
 use crate::settings::Settings;
 
-/// The resources a plan wants, as apply bodies (WasmPlugins, then VirtualServices).
+/// The resources a plan wants, as apply bodies (WasmPlugins, then VirtualServices), under
+/// the default instance name — what `render` prints.
 pub fn desired_objects(plan: &Plan) -> Vec<DesiredObject> {
     let plugins = plan.wasm_plugins.iter().map(serde_json::to_value);
     let services = plan.virtual_services.iter().map(serde_json::to_value);
@@ -34,12 +43,40 @@ pub struct ReconcileOutcome {
     pub writes: Vec<(ObjectKey, Outcome)>,
     /// Events created in this pass.
     pub events: usize,
+    /// When a route kept only for the grace period may be removed: plan again then.
+    pub wake_at: Option<Timestamp>,
 }
+
+/// Who this controller is among others on the same gateways, and how it stages writes.
+#[derive(Debug, Clone)]
+pub struct Publishing {
+    /// Name of the WasmPlugin and VirtualServices this instance writes (and alone prunes).
+    pub instance: String,
+    /// The namespaces whose InferenceServices this instance watches; it never writes or
+    /// removes a VirtualService outside them.
+    pub scope: Scope,
+    /// How long a route outlives the filter-config change that stopped using it.
+    pub route_grace: Duration,
+}
+
+impl Default for Publishing {
+    fn default() -> Self {
+        Publishing {
+            instance: crate::resources::wasm_plugin::WASM_PLUGIN_NAME.to_string(),
+            scope: Scope::AllNamespaces,
+            route_grace: DEFAULT_ROUTE_GRACE,
+        }
+    }
+}
+
+/// Long enough for istiod's debounce (up to 10 s under churn) plus the push to the gateway.
+pub const DEFAULT_ROUTE_GRACE: Duration = Duration::from_secs(15);
 
 /// The state kept between passes: settings, and what Events were already sent.
 pub struct Reconciler {
     pub client: Client,
     pub settings: Settings,
+    pub publishing: Publishing,
     pub leadership: Leadership,
     pub metrics: Metrics,
     /// `reportingInstance` of Events: this replica's identity.
@@ -59,6 +96,7 @@ impl Reconciler {
         Reconciler {
             client,
             settings,
+            publishing: Publishing::default(),
             leadership,
             metrics,
             identity,
@@ -67,22 +105,34 @@ impl Reconciler {
         }
     }
 
-    /// Plans from `snapshot` and makes the cluster match. Events are sent only when every
-    /// write succeeded, so "ready" is never announced for a split that is not published.
+    pub fn with_publishing(mut self, publishing: Publishing) -> Self {
+        self.publishing = publishing;
+        self
+    }
+
+    /// Plans from `snapshot` and moves the cluster towards it in stages, so that every
+    /// member of every published filter config has its route at every moment. Events are
+    /// sent after the writes; a group whose routes could not be written is reported.
     pub async fn reconcile_once(
         &mut self,
         snapshot: &Snapshot,
     ) -> Result<ReconcileOutcome, ClusterError> {
+        let instance = self.publishing.instance.clone();
         let (observed, decode_errors) = snapshot.observed();
         for error in &decode_errors {
             tracing::warn!(object = %error.object, error = %error.message, "skipping an object that cannot be read");
             self.metrics.error("decode");
         }
-        let previous = snapshot.previous_configs();
-        let plan = planner::plan(&observed, &previous, &self.settings);
+        let published = snapshot.published(&instance);
+        let previous: planner::PreviousConfigs = published
+            .configs
+            .iter()
+            .map(|(ns, p)| (ns.clone(), p.config.clone()))
+            .collect();
+        let mut plan = planner::plan(&observed, &previous, &self.settings);
         self.count_groups(&plan);
-        let published: Vec<_> = previous.into_values().collect();
-        self.memory.seed_once(&plan.groups, &published);
+        let served: Vec<_> = previous.values().cloned().collect();
+        self.memory.seed_once(&plan.groups, &served);
 
         let writer = Writer {
             client: &self.client,
@@ -90,10 +140,136 @@ impl Reconciler {
             metrics: &self.metrics,
             backoff: self.backoff,
         };
-        let writes = writer
-            .sync(&desired_objects(&plan), &snapshot.managed)
-            .await?;
+        let now = Timestamp::now();
+        let grace = self.publishing.route_grace;
+        let mut writes: Vec<WriteResult> = Vec::new();
 
+        // Stage 1: routes for old and new members.
+        let stage = staging::route_stage(&plan, &published, now, grace);
+        let route_objects: Vec<DesiredObject> = stage
+            .routes
+            .iter()
+            .filter(|r| self.publishing.scope.contains(&r.namespace))
+            .filter_map(|r| self.route_object(r))
+            .collect();
+        let route_results = writer.apply_all(&route_objects, &snapshot.managed).await;
+        let confirmed: BTreeSet<String> = route_results
+            .iter()
+            .filter(|(_, result)| result.is_ok())
+            .map(|(key, _)| key.namespace.clone())
+            .collect();
+        for (key, result) in &route_results {
+            if let Err(error) = result {
+                plan.notices.extend(held_back_notices(
+                    &plan,
+                    &key.namespace,
+                    &key.to_string(),
+                    error,
+                ));
+            }
+        }
+        writes.extend(route_results);
+        self.stop_if_not_leading(&writes)?;
+
+        // Stage 2: filter configs, moving only groups whose routes are in place.
+        let configs = staging::config_stage(&plan, &published, &confirmed);
+        let mut wanted: BTreeSet<ObjectKey> = route_objects.iter().map(|o| o.key.clone()).collect();
+        let mut plugin_objects = Vec::new();
+        for (plugin_namespace, config) in &configs {
+            if config.groups.is_empty() {
+                continue;
+            }
+            if let Some(object) = self.plugin_object(plugin_namespace, config, &published, now) {
+                wanted.insert(object.key.clone());
+                plugin_objects.push(object);
+            }
+        }
+        writes.extend(writer.apply_all(&plugin_objects, &snapshot.managed).await);
+        self.stop_if_not_leading(&writes)?;
+
+        // Stage 3: prune — only when everything above succeeded, only this instance's
+        // objects, only VirtualServices in scope, and never routes still needed.
+        let failed = writes.iter().any(|(_, r)| r.is_err());
+        if !failed {
+            let retained = staging::retained_namespaces(&plan, &published, now, grace);
+            let prune: Vec<ObjectKey> = snapshot
+                .managed
+                .keys()
+                .filter(|key| key.name == instance && !wanted.contains(*key))
+                .filter(|key| match key.kind {
+                    ManagedKind::VirtualService => {
+                        self.publishing.scope.contains(&key.namespace)
+                            && !retained.contains(&key.namespace)
+                    }
+                    ManagedKind::WasmPlugin => true,
+                })
+                .cloned()
+                .collect();
+            writes.extend(writer.prune_all(&prune, &snapshot.managed).await);
+            self.stop_if_not_leading(&writes)?;
+        }
+
+        let sent = self.announce(&plan, snapshot).await?;
+        let first_error = writes
+            .iter()
+            .find_map(|(_, r)| r.as_ref().err())
+            .map(|e| e.to_string());
+        let outcome = ReconcileOutcome {
+            writes: writes
+                .into_iter()
+                .filter_map(|(key, r)| r.ok().map(|o| (key, o)))
+                .collect(),
+            plan,
+            events: sent,
+            wake_at: stage.wake_at,
+        };
+        match first_error {
+            Some(message) => Err(ClusterError::Incomplete { message }),
+            None => Ok(outcome),
+        }
+    }
+
+    fn stop_if_not_leading(&self, writes: &[WriteResult]) -> Result<(), ClusterError> {
+        if writes
+            .iter()
+            .any(|(_, r)| matches!(r, Err(ClusterError::NotLeader)))
+        {
+            return Err(ClusterError::NotLeader);
+        }
+        Ok(())
+    }
+
+    /// The VirtualService of one namespace under this instance's name.
+    fn route_object(&self, routes: &NamespaceRoutes) -> Option<DesiredObject> {
+        let mut service = VirtualService::for_namespace(routes);
+        service.metadata.name = Some(self.publishing.instance.clone());
+        DesiredObject::from_value(serde_json::to_value(&service).ok()?)
+    }
+
+    /// The WasmPlugin of one gateway under this instance's name, stamped with when its
+    /// filter config last changed (kept as published when the config is unchanged).
+    fn plugin_object(
+        &self,
+        plugin_namespace: &str,
+        config: &FilterConfig,
+        published: &Published,
+        now: Timestamp,
+    ) -> Option<DesiredObject> {
+        let mut plugin = WasmPlugin::for_gateway(plugin_namespace, config, &self.settings);
+        plugin.metadata.name = Some(self.publishing.instance.clone());
+        let changed_at = match published.configs.get(plugin_namespace) {
+            Some(p) if &p.config == config => p.changed_at.unwrap_or(now),
+            _ => now,
+        };
+        plugin.metadata.annotations = Some(BTreeMap::from([(
+            CONFIG_CHANGED_ANNOTATION.to_string(),
+            changed_at.to_string(),
+        )]));
+        DesiredObject::from_value(serde_json::to_value(&plugin).ok()?)
+    }
+
+    /// Creates the Events the plan's report calls for; returns how many were created.
+    async fn announce(&mut self, plan: &Plan, snapshot: &Snapshot) -> Result<usize, ClusterError> {
         let announcements = self
             .memory
             .changes(&plan.groups, &plan.notices, &snapshot.isvc_uids());
@@ -101,33 +277,29 @@ impl Reconciler {
         let mut first_error = None;
         'announcements: for announcement in &announcements {
             for spec in &announcement.events {
-                if !self.leadership.is_leading() {
-                    return Err(ClusterError::NotLeader);
-                }
                 let wall = Timestamp::now();
-                let result = with_backoff("create event", self.backoff, || {
+                let result = leader_call("create event", &self.leadership, self.backoff, || {
                     events::publish(&self.client, spec, &self.identity, wall)
                 })
                 .await;
-                if let Err(error) = result {
-                    // Not remembered: the announcement is retried on the next pass.
-                    tracing::warn!(%error, reason = spec.reason, "could not create an Event");
-                    self.metrics.error("event");
-                    first_error.get_or_insert(ClusterError::kube("create event", error));
-                    continue 'announcements;
+                match result {
+                    Ok(_) => sent += 1,
+                    Err(ClusterError::NotLeader) => return Err(ClusterError::NotLeader),
+                    Err(error) => {
+                        // Not remembered: the announcement is retried on the next pass.
+                        tracing::warn!(%error, reason = spec.reason, "could not create an Event");
+                        self.metrics.error("event");
+                        first_error.get_or_insert(error);
+                        continue 'announcements;
+                    }
                 }
-                sent += 1;
             }
             tracing::info!(line = %announcement.said.line, "announced");
             self.memory.remember(announcement);
         }
         match first_error {
             Some(error) => Err(error),
-            None => Ok(ReconcileOutcome {
-                plan,
-                writes,
-                events: sent,
-            }),
+            None => Ok(sent),
         }
     }
 
@@ -141,4 +313,29 @@ impl Reconciler {
         }
         self.metrics.set_groups(counts);
     }
+}
+
+/// Notices on the InferenceServices of `namespace`'s groups: their routes could not be
+/// written, so their split did not change.
+fn held_back_notices(
+    plan: &Plan,
+    namespace: &str,
+    object: &str,
+    error: &ClusterError,
+) -> Vec<Notice> {
+    plan.groups
+        .iter()
+        .filter(|g| g.namespace == namespace)
+        .flat_map(|g| {
+            g.members.iter().map(move |member| Notice {
+                kind: "InferenceService",
+                namespace: namespace.to_string(),
+                name: member.clone(),
+                message: format!(
+                    "routes of group {} could not be written ({object}: {error}); the gateway keeps the group's last published split until they can",
+                    g.name
+                ),
+            })
+        })
+        .collect()
 }

@@ -4,7 +4,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::error::status_code;
+use super::error::{status_code, ClusterError};
+use super::lease::Leadership;
+
+/// The longest any single API call of the leader may take. Together with the lease's
+/// renew deadline this bounds when a write can land: never after this replica's
+/// leadership ends (a standby takes over only after the lease duration, 5 s later).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often and how patiently one call is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +80,49 @@ where
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+/// A write of the leader: retried like [`with_backoff`], but each attempt starts only while
+/// this replica leads, and is abandoned when its leadership (or [`CALL_TIMEOUT`]) runs out.
+pub async fn leader_call<T, F, Fut>(
+    what: &str,
+    leadership: &Leadership,
+    backoff: Backoff,
+    mut call: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        let Some(remaining) = leadership.remaining() else {
+            return Err(ClusterError::NotLeader);
+        };
+        let limit = remaining.min(CALL_TIMEOUT);
+        let error = match tokio::time::timeout(limit, call()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if attempt < backoff.attempts && is_retryable(&error) => {
+                ClusterError::kube(what.to_string(), error)
+            }
+            Ok(Err(error)) => return Err(ClusterError::kube(what.to_string(), error)),
+            Err(_) if !leadership.is_leading() => return Err(ClusterError::NotLeader),
+            Err(_) if attempt < backoff.attempts => ClusterError::Timeout {
+                action: what.to_string(),
+                after: limit,
+            },
+            Err(_) => {
+                return Err(ClusterError::Timeout {
+                    action: what.to_string(),
+                    after: limit,
+                })
+            }
+        };
+        let delay = backoff.delay_after(attempt);
+        tracing::warn!(%what, attempt, ?delay, %error, "retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
     }
 }
 

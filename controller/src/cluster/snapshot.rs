@@ -3,17 +3,17 @@
 //! Inputs are watched as untyped objects and decoded one by one: an object the typed
 //! model cannot read is logged and skipped instead of failing a whole watch.
 
-use std::collections::BTreeMap;
-
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
 use super::apply::{ObjectKey, ObservedObjects};
 use super::events::IsvcUids;
 use super::kinds::ManagedKind;
+use super::staging::{Published, PublishedConfig, PublishedModels, CONFIG_CHANGED_ANNOTATION};
+use crate::planner::MODELMESH_SERVICE;
 use crate::planner::{Observed, PreviousConfigs};
 use crate::resources::wasm_plugin::WASM_PLUGIN_NAME;
-use crate::resources::{InferenceService, Namespace, ServingRuntime, WasmPlugin};
+use crate::resources::{InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin};
 
 /// The watched objects at one moment.
 #[derive(Debug, Clone, Default)]
@@ -62,29 +62,61 @@ impl Snapshot {
         (observed, errors)
     }
 
-    /// Last-known-good: the filter configuration each published WasmPlugin carries. A
-    /// damaged one counts as absent (logged): its groups get no last good split.
-    pub fn previous_configs(&self) -> PreviousConfigs {
-        let mut previous = BTreeMap::new();
+    /// What instance `instance` has published: the filter configuration of each of its
+    /// WasmPlugins (last-known-good, and when it last changed) and the models each of its
+    /// VirtualServices routes. A damaged WasmPlugin counts as absent (logged): its groups
+    /// get no last good split.
+    pub fn published(&self, instance: &str) -> Published {
+        let mut published = Published::default();
         for (key, object) in &self.managed {
-            if key.kind != ManagedKind::WasmPlugin || key.name != WASM_PLUGIN_NAME {
+            if key.name != instance {
                 continue;
             }
-            let config = decode::<WasmPlugin>(object)
-                .map_err(|e| e.to_string())
-                .and_then(|plugin| plugin.filter_config().map_err(|e| e.to_string()));
-            match config {
-                Ok(config) => {
-                    previous.insert(key.namespace.clone(), config);
+            match key.kind {
+                ManagedKind::WasmPlugin => {
+                    let config = decode::<WasmPlugin>(object)
+                        .map_err(|e| e.to_string())
+                        .and_then(|plugin| plugin.filter_config().map_err(|e| e.to_string()));
+                    match config {
+                        Ok(config) => {
+                            let changed_at = object
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(CONFIG_CHANGED_ANNOTATION))
+                                .and_then(|t| t.parse().ok());
+                            published.configs.insert(
+                                key.namespace.clone(),
+                                PublishedConfig { config, changed_at },
+                            );
+                        }
+                        Err(error) => tracing::warn!(
+                            object = %key,
+                            %error,
+                            "published pluginConfig is unreadable; its groups have no last good split"
+                        ),
+                    }
                 }
-                Err(error) => tracing::warn!(
-                    object = %key,
-                    %error,
-                    "published pluginConfig is unreadable; its groups have no last good split"
-                ),
+                ManagedKind::VirtualService => {
+                    if let Ok(service) = decode::<VirtualService>(object) {
+                        published.routes.insert(
+                            key.namespace.clone(),
+                            routed_models(&key.namespace, &service),
+                        );
+                    }
+                }
             }
         }
-        previous
+        published
+    }
+
+    /// Last-known-good filter configurations of the default instance (see [`Self::published`]).
+    pub fn previous_configs(&self) -> PreviousConfigs {
+        self.published(WASM_PLUGIN_NAME)
+            .configs
+            .into_iter()
+            .map(|(ns, p)| (ns, p.config))
+            .collect()
     }
 
     /// uid of each InferenceService, for Event references.
@@ -126,4 +158,32 @@ fn decode_all<T: DeserializeOwned>(
         }
     }
     typed
+}
+
+/// The models a VirtualService routes to its namespace's ModelMesh: from its REST routes'
+/// exact URIs (`<prefix>/<ns>/v2/models/<model>`) and its gRPC routes' model header.
+fn routed_models(namespace: &str, service: &VirtualService) -> PublishedModels {
+    let mut models = PublishedModels::new();
+    let own_host = format!("{MODELMESH_SERVICE}.{namespace}.svc.cluster.local");
+    let rest_marker = format!("/{namespace}/v2/models/");
+    for route in &service.spec.http {
+        if !route.route.iter().any(|r| r.destination.host == own_host) {
+            continue;
+        }
+        for matched in &route.matches {
+            if let Some(exact) = matched.uri.as_ref().and_then(|u| u.exact.as_deref()) {
+                if let Some((_, model)) = exact.split_once(&rest_marker) {
+                    if !model.is_empty() && !model.contains('/') {
+                        models.entry(model.to_string()).or_insert(false);
+                    }
+                }
+            }
+            for value in matched.headers.values() {
+                if let Some(model) = value.exact.as_deref() {
+                    models.insert(model.to_string(), true);
+                }
+            }
+        }
+    }
+    models
 }

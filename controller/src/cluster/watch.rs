@@ -26,6 +26,16 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
+impl Scope {
+    /// Whether `namespace` is watched.
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Scope::AllNamespaces => true,
+            Scope::Namespaces(list) => list.iter().any(|ns| ns == namespace),
+        }
+    }
+}
+
 /// The reflector stores; read them with [`Stores::snapshot`].
 #[derive(Clone)]
 pub struct Stores {

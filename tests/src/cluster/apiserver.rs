@@ -1,0 +1,147 @@
+//! etcd and kube-apiserver as separate processes: a real API server with RBAC, admission,
+//! CRD validation and server-side apply — the way envtest runs one — but no controllers,
+//! scheduler or kubelet. The API server can be stopped and started again on the same port
+//! and etcd, to test what clients do while it is away.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::binaries::ControlPlaneBinaries;
+use super::pki::Pki;
+use super::process::{free_port, wait_until, Process};
+
+/// The admin's bearer token (group `system:masters`), for the test's own setup only.
+const ADMIN_TOKEN: &str = "modelsplit-test-admin";
+
+/// A running etcd + kube-apiserver.
+pub struct ApiServer {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub pki: Pki,
+    /// kubeconfig of the cluster admin (setup, inspection): never given to the controller.
+    pub admin_kubeconfig: PathBuf,
+    binaries: ControlPlaneBinaries,
+    etcd_port: u16,
+    // Dropped in reverse order of starting: API server before etcd.
+    apiserver: Option<Process>,
+    _etcd: Process,
+}
+
+impl ApiServer {
+    pub async fn start(binaries: &ControlPlaneBinaries, dir: &Path) -> ApiServer {
+        let pki = Pki::create(&dir.join("pki"));
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let mut etcd = Command::new(&binaries.etcd);
+        etcd.args([
+            "--name=test",
+            &format!("--data-dir={}", dir.join("etcd").display()),
+            &format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+            // A test cluster: durability is not the point, speed is.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]);
+        let etcd = Process::spawn("etcd", etcd, dir);
+
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        )
+        .expect("write tokens.csv");
+        let port = free_port();
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
+        write_kubeconfig(&admin_kubeconfig, port, &pki.ca_cert, "admin", ADMIN_TOKEN);
+        let mut server = ApiServer {
+            dir: dir.to_path_buf(),
+            port,
+            pki,
+            admin_kubeconfig,
+            binaries: binaries.clone(),
+            etcd_port,
+            apiserver: None,
+            _etcd: etcd,
+        };
+        server.start_apiserver().await;
+        server
+    }
+
+    /// Starts (or starts again) the kube-apiserver process and waits until it is ready.
+    pub async fn start_apiserver(&mut self) {
+        let dir = &self.dir;
+        let mut command = Command::new(&self.binaries.kube_apiserver);
+        command.args([
+            &format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
+            &format!("--secure-port={}", self.port),
+            "--bind-address=127.0.0.1",
+            &format!("--tls-cert-file={}", self.pki.server_cert.display()),
+            &format!("--tls-private-key-file={}", self.pki.server_key.display()),
+            &format!("--client-ca-file={}", self.pki.ca_cert.display()),
+            &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", self.pki.sa_pub.display()),
+            &format!(
+                "--service-account-signing-key-file={}",
+                self.pki.sa_key.display()
+            ),
+            "--api-audiences=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            // No Endpoints for the `kubernetes` Service: they would name a loopback address.
+            "--endpoint-reconciler-type=none",
+            &format!("--cert-dir={}", dir.join("cert-dir").display()),
+            "--profiling=false",
+            "--v=1",
+        ]);
+        let process = Process::spawn("kube-apiserver", command, dir);
+        self.apiserver = Some(process);
+        let kubeconfig = self.admin_kubeconfig.clone();
+        let kubectl = self.binaries.kubectl.clone();
+        wait_until("the API server is ready", Duration::from_secs(90), || {
+            let ready = Command::new(&kubectl)
+                .args(["--kubeconfig"])
+                .arg(&kubeconfig)
+                .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if let Some(p) = self.apiserver.as_mut() {
+                p.assert_running("starting");
+            }
+            async move { ready }
+        })
+        .await;
+    }
+
+    /// Stops the API server (SIGKILL: no graceful drain), keeping etcd and its data.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut process) = self.apiserver.take() {
+            process.kill();
+        }
+    }
+
+    /// The API server's log so far.
+    pub fn log(&self) -> String {
+        self.apiserver
+            .as_ref()
+            .map(Process::log)
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A kubeconfig for `user` with a bearer token, trusting the test CA.
+pub fn write_kubeconfig(path: &Path, port: u16, ca: &Path, user: &str, token: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: default\ncurrent-context: test\n",
+        ca = ca.display(),
+    );
+    std::fs::write(path, text).expect("write kubeconfig");
+}

@@ -1,0 +1,135 @@
+//! `modelsplit run` against the test cluster, installed as a user installs it: the
+//! kustomization in controller/deploy/ is applied, and the controller runs with a token of
+//! its ServiceAccount (TokenRequest API) — never as an admin — so everything it does must be
+//! allowed by the shipped RBAC. The Deployment itself never starts (there is no kubelet);
+//! its replicas run here as processes with the same arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::apiserver::write_kubeconfig;
+use super::kubectl::Kubectl;
+use super::process::{free_port, wait_until, Process};
+use crate::gateway::require_filter_wasm;
+use crate::http::HttpClient;
+
+pub const CONTROLLER_NAMESPACE: &str = "modelsplit-system";
+pub const SERVICE_ACCOUNT: &str = "modelsplit-controller";
+
+/// The repository's controller/deploy/ directory.
+pub fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../controller/deploy")
+}
+
+/// The `modelsplit` binary: `$MODELSPLIT_BIN` (scripts/test.sh builds it up front).
+pub fn modelsplit_binary() -> PathBuf {
+    std::env::var_os("MODELSPLIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modelsplit"))
+}
+
+/// Applies controller/deploy/ and returns a kubeconfig holding a token of its ServiceAccount.
+pub fn install(admin: &Kubectl, dir: &Path, api_port: u16, ca: &Path) -> PathBuf {
+    admin.run(&["apply", "-k", &deploy_dir().display().to_string()]);
+    let token = admin.run(&[
+        "create",
+        "token",
+        SERVICE_ACCOUNT,
+        "-n",
+        CONTROLLER_NAMESPACE,
+        "--duration=24h",
+    ]);
+    let path = dir.join("controller.kubeconfig");
+    write_kubeconfig(&path, api_port, ca, "modelsplit-controller", token.trim());
+    // Like a pod's service-account mount: the kubeconfig's namespace is the controller's.
+    let text = std::fs::read_to_string(&path).expect("read kubeconfig");
+    std::fs::write(
+        &path,
+        text.replace(
+            "namespace: default",
+            &format!("namespace: {CONTROLLER_NAMESPACE}"),
+        ),
+    )
+    .expect("write kubeconfig");
+    path
+}
+
+/// One running replica of `modelsplit run`.
+pub struct Controller {
+    pub identity: String,
+    pub metrics_port: u16,
+    process: Process,
+    http: HttpClient,
+}
+
+impl Controller {
+    /// Starts a replica with the Deployment's arguments plus `extra` (test-only settings such
+    /// as the gateway and the module URL).
+    pub fn start(kubeconfig: &Path, identity: &str, extra: &[String], dir: &Path) -> Controller {
+        let metrics_port = free_port();
+        let wasm = require_filter_wasm();
+        let mut command = Command::new(modelsplit_binary());
+        command
+            .args(["run", "--lease-name=modelsplit-controller"])
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--identity={identity}"))
+            .arg(format!("--url=file://{}", wasm.display()))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME");
+        let process = Process::spawn(&format!("modelsplit-{identity}"), command, dir);
+        Controller {
+            identity: identity.to_string(),
+            metrics_port,
+            process,
+            http: HttpClient::default(),
+        }
+    }
+
+    /// `/metrics` as Prometheus text, or empty when not reachable.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        match self.http.get(&url, &[]).await {
+            Ok(reply) if reply.status == 200 => reply.text(),
+            _ => String::new(),
+        }
+    }
+
+    /// The value of one sample (`name{labels}` exactly as printed), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Waits until /readyz answers 200 (every watch listed).
+    pub async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let http = self.http.clone();
+        let process = &mut self.process;
+        wait_until("the controller is ready", Duration::from_secs(60), || {
+            process.assert_running("starting");
+            let (http, url) = (http.clone(), url.clone());
+            async move { matches!(http.get(&url, &[]).await, Ok(r) if r.status == 200) }
+        })
+        .await;
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// The value of a Prometheus sample line starting with `sample` (then a space).
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

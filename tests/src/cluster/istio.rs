@@ -1,0 +1,208 @@
+//! istiod and an ingress gateway it configures: a plain Envoy 1.40 (the one the suite
+//! already uses) bootstrapped to istiod's plaintext xDS port, labelled
+//! `istio: ingressgateway` in `istio-system`, as a gateway pod would be.
+//!
+//! What this setup leaves out, and why it still tests what users run: there is no
+//! istio-agent, so no SDS (upstream TLS is disabled by a DestinationRule) and no fetching
+//! of `oci://` or `http://` modules (the WasmPlugin uses a `file://` URL, which istiod
+//! passes to Envoy through ECDS as a local file).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::binaries::ControlPlaneBinaries;
+use super::process::{free_port, wait_until, Process};
+use crate::gateway::{envoy_binary, Stats};
+use crate::http::HttpClient;
+
+/// The Istio version the gateway claims in its node metadata (istiod gates features on it).
+pub const PROXY_ISTIO_VERSION: &str = "1.31.0";
+
+/// A running istiod.
+pub struct Istiod {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    process: Process,
+}
+
+impl Istiod {
+    pub async fn start(binaries: &ControlPlaneBinaries, kubeconfig: &Path, dir: &Path) -> Istiod {
+        let (grpc_port, http_port, monitoring_port) = (free_port(), free_port(), free_port());
+        let mut command = Command::new(&binaries.istiod);
+        command
+            .arg("discovery")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                &format!("--grpcAddr=127.0.0.1:{grpc_port}"),
+                &format!("--httpAddr=127.0.0.1:{http_port}"),
+                &format!("--monitoringAddr=127.0.0.1:{monitoring_port}"),
+                "--httpsAddr=",
+                "--secureGRPCAddr=",
+                "--ctrlz_port=0",
+                "--ctrlz_address=127.0.0.1",
+                "--domain=cluster.local",
+                "--clusterID=Kubernetes",
+                &format!("--meshConfig={}", dir.join("mesh.yaml").display()),
+                "--log_output_level=default:warn,ads:warn,model:warn",
+            ])
+            .env("POD_NAMESPACE", "istio-system")
+            .env("POD_NAME", "istiod-test")
+            // Without this the gateway waits for the cluster of `kubernetes.default`, whose
+            // Endpoints are empty here.
+            .env("PILOT_FILTER_GATEWAY_CLUSTER_CONFIG", "true")
+            // Filters that exist only in istio-proxy, not in upstream Envoy.
+            .env("PILOT_ENABLE_ALPN_FILTER", "false")
+            .env("PILOT_ENABLE_METADATA_EXCHANGE", "false")
+            .env("ENABLE_CA_SERVER", "false")
+            .env("INJECTION_WEBHOOK_CONFIG_NAME", "")
+            .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
+            .env("KUBECONFIG", kubeconfig);
+        // No telemetry providers: istio.stats is an istio-proxy filter, not an Envoy one.
+        std::fs::write(
+            dir.join("mesh.yaml"),
+            "defaultProviders:\n  metrics: []\nenablePrometheusMerge: false\n",
+        )
+        .expect("write mesh.yaml");
+        let mut process = Process::spawn("istiod", command, dir);
+        let http = HttpClient::default();
+        let ready = format!("http://127.0.0.1:{http_port}/ready");
+        wait_until("istiod is ready", Duration::from_secs(90), || {
+            process.assert_running("starting");
+            let (http, ready) = (http.clone(), ready.clone());
+            async move { matches!(http.get(&ready, &[]).await, Ok(reply) if reply.status == 200) }
+        })
+        .await;
+        Istiod {
+            grpc_port,
+            http_port,
+            process,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// The ingress gateway: Envoy with istiod as its only source of configuration.
+pub struct IstioGateway {
+    /// The port of the Gateway object's HTTP server, where Envoy listens.
+    pub port: u16,
+    pub admin_port: u16,
+    process: Process,
+    http: HttpClient,
+}
+
+impl IstioGateway {
+    /// Starts Envoy; it listens on `port` once istiod has sent it a Gateway for that port.
+    pub fn start(istiod: &Istiod, port: u16, dir: &Path) -> IstioGateway {
+        let admin_port = free_port();
+        let bootstrap = serde_json::json!({
+            "node": {
+                "id": "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
+                "cluster": "istio-ingressgateway.istio-system",
+                "metadata": {
+                    "NAMESPACE": "istio-system",
+                    "NAME": "istio-ingressgateway-0",
+                    "CLUSTER_ID": "Kubernetes",
+                    "ISTIO_VERSION": PROXY_ISTIO_VERSION,
+                    "WORKLOAD_NAME": "istio-ingressgateway",
+                    "LABELS": {"istio": "ingressgateway"},
+                }
+            },
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "dynamic_resources": {
+                "ads_config": {
+                    "api_type": "GRPC",
+                    "transport_api_version": "V3",
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+                },
+                "cds_config": {"ads": {}, "resource_api_version": "V3"},
+                "lds_config": {"ads": {}, "resource_api_version": "V3"}
+            },
+            "static_resources": {"clusters": [{
+                "name": "xds-grpc",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                },
+                "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": istiod.grpc_port}}
+                }}]}]}
+            }]}
+        });
+        let path = dir.join("gateway-bootstrap.json");
+        std::fs::write(&path, bootstrap.to_string()).expect("write bootstrap");
+        let envoy = envoy_binary().unwrap_or_else(|e| panic!("{e}"));
+        let mut command = Command::new(envoy);
+        command.args([
+            "-c",
+            &path.display().to_string(),
+            "--concurrency",
+            "2",
+            "--base-id",
+            &free_port().to_string(),
+            "--log-level",
+            "warning",
+        ]);
+        let process = Process::spawn("gateway-envoy", command, dir);
+        IstioGateway {
+            port,
+            admin_port,
+            process,
+            http: HttpClient::default(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Envoy's admin endpoint `path` as text.
+    pub async fn admin(&self, path: &str) -> String {
+        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
+        match self.http.get(&url, &[]).await {
+            Ok(reply) => reply.text(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn stats(&self) -> Stats {
+        Stats::parse(&self.admin("/stats?filter=modelsplit").await)
+    }
+
+    /// The filter configuration (ECDS) Envoy runs, as istiod sent it: the pluginConfig JSON
+    /// of the `modelsplit` extension, or None before one arrived.
+    pub async fn filter_config(&self) -> Option<serde_json::Value> {
+        let dump = self.admin("/config_dump?resource=ecds_filters").await;
+        let dump: serde_json::Value = serde_json::from_str(&dump).ok()?;
+        let configs = dump.get("configs")?.as_array()?;
+        configs.iter().find_map(|c| {
+            let filter = c.get("ecds_filter")?;
+            let value = filter.pointer("/typed_config/config/configuration/value")?;
+            let text = value.as_str()?;
+            serde_json::from_str(text).ok()
+        })
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn assert_running(&mut self, while_doing: &str) {
+        self.process.assert_running(while_doing)
+    }
+
+    pub fn dir_of(&self) -> PathBuf {
+        self.process
+            .log_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,334 @@
+//! A real control plane for the cluster tests: etcd, kube-apiserver and istiod built from
+//! their Go modules (tests/control-plane/build.sh), Istio's own CRDs, minimal KServe CRDs,
+//! an ingress gateway (Envoy 1.40) configured by istiod, ModelMesh stand-ins behind
+//! ServiceEntries, and `modelsplit run` installed from controller/deploy/ and running as its
+//! ServiceAccount. Everything is torn down when the [`Cluster`] is dropped.
+
+pub mod apiserver;
+pub mod binaries;
+pub mod controller;
+pub mod istio;
+pub mod kubectl;
+pub mod pki;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use apiserver::ApiServer;
+use binaries::ControlPlaneBinaries;
+use controller::Controller;
+use istio::{IstioGateway, Istiod};
+use kubectl::Kubectl;
+use process::{free_port, wait_until};
+
+use crate::standin::{StandIn, StandInConfig};
+
+/// The gateway every mesh namespace of these tests is bound to (the ODH default).
+pub const GATEWAY_NAMESPACE: &str = "istio-system";
+pub const GATEWAY_NAME: &str = "odh-gateway";
+/// The ServingRuntime the tests' InferenceServices run on.
+pub const RUNTIME: &str = "my-runtime";
+
+/// The running control plane, gateway and stand-ins of one test.
+pub struct Cluster {
+    pub admin: Kubectl,
+    /// kubeconfig with the controller's ServiceAccount token.
+    pub controller_kubeconfig: PathBuf,
+    pub gateway: IstioGateway,
+    pub standins: BTreeMap<String, StandIn>,
+    pub dir: PathBuf,
+    // Drop order: gateway (field above) first, then istiod, then the API server.
+    pub istiod: Istiod,
+    pub api: ApiServer,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
+    /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
+    pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
+        let started = Instant::now();
+        let binaries = ControlPlaneBinaries::require();
+        let tempdir = tempfile::Builder::new()
+            .prefix("modelsplit-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = tempdir.path().to_path_buf();
+        let api = ApiServer::start(&binaries, &dir).await;
+        let admin = Kubectl::new(&binaries.kubectl, &api.admin_kubeconfig);
+
+        // CRDs: Istio's from its module (server-side: they are too big for client-side apply).
+        admin.run(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &binaries.istio_crds.display().to_string(),
+        ]);
+        admin.run(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &kserve_crds().display().to_string(),
+        ]);
+        admin.run(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
+
+        let port = free_port();
+        admin.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {GATEWAY_NAMESPACE}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: {GATEWAY_NAME}\n  namespace: {GATEWAY_NAMESPACE}\n\
+             spec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port:\n      number: {port}\n      name: http\n      protocol: HTTP\n    hosts: [\"*\"]\n"
+        ));
+
+        let mut standins = BTreeMap::new();
+        for (namespace, models) in namespaces {
+            let standin = StandIn::start_local(StandInConfig::only(namespace, models))
+                .await
+                .expect("stand-in");
+            admin.apply(&mesh_namespace_yaml(namespace, &standin));
+            standins.insert(namespace.to_string(), standin);
+        }
+
+        let istiod = Istiod::start(&binaries, &api.admin_kubeconfig, &dir).await;
+        let gateway = IstioGateway::start(&istiod, port, &dir);
+        let controller_kubeconfig = controller::install(&admin, &dir, api.port, &api.pki.ca_cert);
+        let cluster = Cluster {
+            admin,
+            controller_kubeconfig,
+            gateway,
+            standins,
+            dir,
+            istiod,
+            api,
+            _tempdir: Some(tempdir),
+        };
+        cluster.wait_gateway_listening().await;
+        eprintln!(
+            "cluster up in {:.1}s (API server {}, gateway :{}, dir {})",
+            started.elapsed().as_secs_f64(),
+            cluster.api.url(),
+            cluster.gateway.port,
+            cluster.dir.display()
+        );
+        cluster
+    }
+
+    /// Keeps the working directory (logs) after the test, e.g. to read it after a failure.
+    pub fn keep_dir(&mut self) {
+        if let Some(dir) = self._tempdir.take() {
+            let _ = dir.keep();
+        }
+    }
+
+    async fn wait_gateway_listening(&self) {
+        let addr = format!("127.0.0.1:{}", self.gateway.port);
+        wait_until(
+            "the gateway listens on the Gateway's port (istiod pushed a listener)",
+            Duration::from_secs(60),
+            || {
+                let addr = addr.clone();
+                async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+            },
+        )
+        .await;
+    }
+
+    /// Starts a replica of `modelsplit run` as the controller's ServiceAccount.
+    pub fn controller(&self, identity: &str, extra: &[&str]) -> Controller {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Controller::start(&self.controller_kubeconfig, identity, &extra, &self.dir)
+    }
+
+    pub fn standin(&self, namespace: &str) -> &StandIn {
+        &self.standins[namespace]
+    }
+
+    /// Waits until the gateway runs a filter config in which `group` of `namespace` has
+    /// exactly `weights` (member -> weight as the controller writes it: basis points).
+    pub async fn wait_filter_weights(
+        &self,
+        namespace: &str,
+        group: &str,
+        weights: &[(&str, u64)],
+        timeout: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        let want: BTreeMap<String, u64> =
+            weights.iter().map(|(m, w)| (m.to_string(), *w)).collect();
+        let deadline = started + timeout;
+        loop {
+            let config = self.gateway.filter_config().await;
+            if config
+                .as_ref()
+                .and_then(|c| group_weights(c, namespace, group))
+                == Some(want.clone())
+            {
+                return started.elapsed();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the gateway did not run {namespace}/{group} = {want:?} within {timeout:?}; it runs {}",
+                    config.map(|c| c.to_string()).unwrap_or_else(|| "no filter config".into())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// member -> weight of `namespace/group` in a filter config, None when the group is absent.
+pub fn group_weights(
+    config: &serde_json::Value,
+    namespace: &str,
+    group: &str,
+) -> Option<BTreeMap<String, u64>> {
+    let groups = config.get("groups")?.as_array()?;
+    let found = groups.iter().find(|g| {
+        g.get("namespace").and_then(|v| v.as_str()) == Some(namespace)
+            && g.get("name").and_then(|v| v.as_str()) == Some(group)
+    })?;
+    Some(
+        found
+            .get("members")?
+            .as_array()?
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.get("name")?.as_str()?.to_string(),
+                    m.get("weight")?.as_f64()? as u64,
+                ))
+            })
+            .collect(),
+    )
+}
+
+fn kserve_crds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("control-plane/crds/kserve.yaml")
+}
+
+/// A mesh namespace as in the ODH workflow, its ServingRuntime with `enable-route`, and
+/// its `modelmesh-serving` Service as a ServiceEntry pointing at the stand-in.
+pub fn mesh_namespace_yaml(namespace: &str, standin: &StandIn) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {namespace}
+  labels:
+    opendatahub.io/service-mesh: "true"
+  annotations:
+    maistra.io/gateway-namespace: {GATEWAY_NAMESPACE}
+    maistra.io/gateway-name: {GATEWAY_NAME}
+---
+apiVersion: serving.kserve.io/v1alpha1
+kind: ServingRuntime
+metadata:
+  name: {RUNTIME}
+  namespace: {namespace}
+  annotations:
+    enable-route: "true"
+spec:
+  multiModel: true
+  supportedModelFormats:
+  - name: sklearn
+    autoSelect: true
+  containers:
+  - name: mlserver
+    image: seldonio/mlserver:1.3.2
+---
+# ModelMesh's Service, played by the stand-in on loopback (Endpoints reject loopback
+# addresses; a STATIC ServiceEntry does not).
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: modelmesh-serving
+  namespace: {namespace}
+spec:
+  hosts: [modelmesh-serving.{namespace}.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 8008, name: http, protocol: HTTP}}
+  - {{number: 8033, name: grpc, protocol: GRPC}}
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {rest}, grpc: {grpc}}}
+---
+# No istio-agent here, so no SDS: plaintext to the stand-in.
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: modelmesh-serving
+  namespace: {namespace}
+spec:
+  host: modelmesh-serving.{namespace}.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: DISABLE
+"#,
+        rest = standin.rest_addr.port(),
+        grpc = standin.grpc_addr.port(),
+    )
+}
+
+/// An InferenceService on ModelMesh in `namespace`, optionally in `group` with `weight`.
+pub fn isvc_yaml(namespace: &str, name: &str, group: Option<&str>, weight: Option<&str>) -> String {
+    let label = group
+        .map(|g| format!("\n  labels:\n    serving.kserve.io/model-tag: {g}"))
+        .unwrap_or_default();
+    let weight = weight
+        .map(|w| format!("\n    serving.kserve.io/canaryTrafficPercent: \"{w}\""))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata:\n  name: {name}\n  namespace: {namespace}{label}\n  annotations:\n    serving.kserve.io/deploymentMode: ModelMesh{weight}\nspec:\n  predictor:\n    model:\n      modelFormat:\n        name: sklearn\n      runtime: {RUNTIME}\n      storage:\n        key: localMinIO\n        path: sklearn/{name}.joblib\n---\n"
+    )
+}
+
+/// Requests in flight at once when the cluster tests send traffic.
+const CONCURRENCY: usize = 32;
+
+impl Cluster {
+    /// `total` REST infer calls to `/modelmesh/<namespace>/v2/models/<model>/infer` through
+    /// the gateway, tallied by the member that answered.
+    pub async fn rest_tally(
+        &self,
+        namespace: &str,
+        model: &str,
+        total: usize,
+    ) -> crate::observe::Tally {
+        let http = crate::http::HttpClient::default();
+        let url = self
+            .gateway
+            .url(&format!("/modelmesh/{namespace}/v2/models/{model}/infer"));
+        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move { crate::infer::rest_infer(&http, &url).await }
+        })
+        .await;
+        crate::observe::Tally::of(&observed, namespace)
+    }
+
+    /// `total` gRPC ModelInfer calls naming `model` in `mm-vmodel-id`, tallied by member.
+    pub async fn grpc_tally(
+        &self,
+        namespace: &str,
+        model: &str,
+        total: usize,
+    ) -> crate::observe::Tally {
+        let client = crate::infer::grpc_client(&self.gateway.url("")).await;
+        let model = model.to_string();
+        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
+            let (mut client, model) = (client.clone(), model.clone());
+            async move { crate::infer::grpc_infer(&mut client, &model).await }
+        })
+        .await;
+        crate::observe::Tally::of(&observed, namespace)
+    }
+}
