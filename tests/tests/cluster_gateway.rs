@@ -1,51 +1,193 @@
-//! `modelsplit run` on a real control plane (kube-apiserver + istiod built from their Go
-//! modules), installed from controller/deploy/ and running as its ServiceAccount, with an
-//! Envoy gateway configured by istiod: the user's workflow from label to split.
+//! `modelsplit run` on a real control plane — kube-apiserver, etcd and istiod built from
+//! their Go modules — installed from controller/deploy/ and running as its ServiceAccount,
+//! with an Envoy gateway configured by istiod: the user's workflow from label to split.
+//!
+//! Run alone with `scripts/test-cluster.sh`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
 use modelsplit_e2e::split::check_split;
 
 const NS: &str = "modelmesh-apps";
-const GATEWAY_FLAGS: &[&str] = &[];
+const MODELS: &[&str] = &["ai-model-one", "ai-model-two"];
+const IN_FORCE: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_labelled_group_splits_rest_and_grpc_through_istiod() {
-    let cluster = Cluster::start(&[(NS, &["ai-model-one", "ai-model-two"])]).await;
-    let mut controller = cluster.controller("replica-a", GATEWAY_FLAGS);
-    controller.wait_ready().await;
-
+fn seed(cluster: &Cluster) {
     cluster.admin.apply(&format!(
         "{}{}",
         isvc_yaml(NS, "ai-model-one", Some("ai-model"), Some("80")),
         isvc_yaml(NS, "ai-model-two", Some("ai-model"), Some("20")),
     ));
-    let took = cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
-            Duration::from_secs(60),
-        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
+    let cluster = Cluster::start(&[(NS, MODELS)]).await;
+    let mut controller = cluster.controller("replica-a", &[]);
+    controller.wait_ready().await;
+
+    let labelled = Instant::now();
+    seed(&cluster);
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
         .await;
-    eprintln!("labelled group -> filter config at the gateway: {took:?}");
+    eprintln!("FIGURE labelled group -> in force at the gateway: {:?}", labelled.elapsed());
 
     let rest = cluster.rest_tally(NS, "ai-model", 2000).await;
     assert_eq!(rest.problem_count, 0, "REST problems: {:?}", rest.problems);
-    let check = check_split(
-        &rest.by_member,
-        &[("ai-model-one", 80), ("ai-model-two", 20)],
-    );
-    eprintln!("REST 80/20:\n{check}");
+    let check = check_split(&rest.by_member, &[("ai-model-one", 80), ("ai-model-two", 20)]);
+    eprintln!("REST 80/20 through istiod's gateway:\n{check}");
     assert!(check.passes(), "{check}");
 
     let grpc = cluster.grpc_tally(NS, "ai-model", 2000).await;
     assert_eq!(grpc.problem_count, 0, "gRPC problems: {:?}", grpc.problems);
-    let check = check_split(
-        &grpc.by_member,
-        &[("ai-model-one", 80), ("ai-model-two", 20)],
-    );
-    eprintln!("gRPC 80/20:\n{check}");
+    let check = check_split(&grpc.by_member, &[("ai-model-one", 80), ("ai-model-two", 20)]);
+    eprintln!("gRPC 80/20 through istiod's gateway:\n{check}");
     assert!(check.passes(), "{check}");
+
+    let ready = cluster
+        .wait_event(NS, "GroupReady", "InferenceService/ai-model-one", Duration::from_secs(30))
+        .await;
+    assert_eq!(ready.type_, "Normal");
+    assert!(ready.message.contains("ai-model-one=80%"), "{ready:?}");
+    assert_eq!(ready.reporting_controller, "modelsplit");
+
+    // Re-weight as people do: one annotation at a time (the sum passes through 70).
+    let edited = Instant::now();
+    cluster.annotate_weight(NS, "ai-model-one", "50");
+    cluster.annotate_weight(NS, "ai-model-two", "50");
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 5000), ("ai-model-two", 5000)], IN_FORCE)
+        .await;
+    eprintln!("FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}", edited.elapsed());
+    let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
+    assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
+    let check = check_split(&rest.by_member, &[("ai-model-one", 50), ("ai-model-two", 50)]);
+    assert!(check.passes(), "{check}");
+
+    // An invalid edit (sum 120) keeps the last good split serving, and says why.
+    cluster.annotate_weight(NS, "ai-model-one", "70");
+    let stale = cluster
+        .wait_event(NS, "GroupStale", "InferenceService/ai-model-one", Duration::from_secs(30))
+        .await;
+    assert_eq!(stale.type_, "Warning");
+    assert!(stale.message.contains("120"), "the reason names the sum: {stale:?}");
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 5000), ("ai-model-two", 5000)], IN_FORCE)
+        .await;
+    let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
+    assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
+    let check = check_split(&rest.by_member, &[("ai-model-one", 50), ("ai-model-two", 50)]);
+    assert!(check.passes(), "the last good split keeps serving:\n{check}");
+
+    // Metrics as Prometheus scrapes them.
+    let metrics = controller.metrics().await;
+    assert!(metrics.contains("modelsplit_leader 1"), "{metrics}");
+    assert!(metrics.contains("modelsplit_groups{state=\"stale\"} 1"), "{metrics}");
+    assert!(metrics.contains("modelsplit_writes_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles_quietly() {
+    let cluster = Cluster::start(&[(NS, MODELS)]).await;
+    let mut controller = cluster.controller("replica-a", &["--resync-seconds=2"]);
+    controller.wait_ready().await;
+    seed(&cluster);
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
+        .await;
+    // Let the first passes settle (the controller's own writes come back as watch events).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A person adds a label and an annotation, and changes a field the controller owns.
+    let admin = &cluster.admin;
+    admin.run(&["label", "-n", NS, "virtualservice", "modelsplit", "team=ml"]);
+    admin.run(&["annotate", "-n", "istio-system", "wasmplugin", "modelsplit", "owner=ml-platform"]);
+    admin.run(&[
+        "patch", "-n", NS, "virtualservice", "modelsplit", "--type=merge", "-p",
+        r#"{"spec":{"hosts":["example.com"]}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let vs = admin.get_json(&["-n", NS, "virtualservice", "modelsplit"]);
+        if vs["spec"]["hosts"] == serde_json::json!(["*"]) {
+            assert_eq!(vs["metadata"]["labels"]["team"], "ml", "a person's label survives");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the controller did not restore spec.hosts: {vs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let plugin = admin.get_json(&["-n", "istio-system", "wasmplugin", "modelsplit"]);
+    assert_eq!(plugin["metadata"]["annotations"]["owner"], "ml-platform");
+
+    // Idle: resyncs every 2 s re-plan everything, and write nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cluster.api.audit().len();
+    let passes_before = controller.metric("modelsplit_reconciles_total{result=\"ok\"}").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let passes_after = controller.metric("modelsplit_reconciles_total{result=\"ok\"}").await;
+    assert!(passes_after >= passes_before + 2.0, "resync passes ran: {passes_before} -> {passes_after}");
+    let writes: Vec<_> = cluster.api.audit()[before..]
+        .iter()
+        .filter(|e| e.by_replica("replica-a") && e.resource != "leases")
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "an idle controller wrote: {writes:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
+    let cluster = Cluster::start(&[(NS, MODELS)]).await;
+    let mut first = cluster.controller("replica-a", &[]);
+    first.wait_ready().await;
+    let mut second = cluster.controller("replica-b", &[]);
+    second.wait_ready().await;
+    seed(&cluster);
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
+        .await;
+    assert_eq!(first.metric("modelsplit_leader").await, 1.0);
+    assert_eq!(second.metric("modelsplit_leader").await, 0.0);
+
+    // SIGTERM (a rolling update): the leader releases the Lease; the standby takes over at once.
+    first.process().signal("TERM");
+    assert!(first.process().wait_exit(Duration::from_secs(20)), "replica-a did not stop on SIGTERM");
+    let stopped = Instant::now();
+    cluster.annotate_weight(NS, "ai-model-one", "60");
+    cluster.annotate_weight(NS, "ai-model-two", "40");
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 6000), ("ai-model-two", 4000)], IN_FORCE)
+        .await;
+    eprintln!("FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}", stopped.elapsed());
+    assert_eq!(second.metric("modelsplit_leader").await, 1.0);
+
+    // A killed leader (no release): a third replica takes over once the Lease expires.
+    let mut third = cluster.controller("replica-c", &[]);
+    third.wait_ready().await;
+    second.process().kill();
+    let killed = Instant::now();
+    cluster.annotate_weight(NS, "ai-model-one", "30");
+    cluster.annotate_weight(NS, "ai-model-two", "70");
+    cluster
+        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 3000), ("ai-model-two", 7000)], IN_FORCE)
+        .await;
+    eprintln!("FIGURE SIGKILL of the leader -> edit in force by the next: {:?}", killed.elapsed());
+
+    // Exactly one writer at a time, from the API server's own record: every routing write
+    // of a replica falls inside the time it held the Lease.
+    let audit = cluster.api.audit();
+    let routing = |id: &str| -> Vec<String> {
+        audit
+            .iter()
+            .filter(|e| e.by_replica(id) && e.is_routing_write())
+            .map(|e| e.received.clone())
+            .collect()
+    };
+    let (a, b, c) = (routing("replica-a"), routing("replica-b"), routing("replica-c"));
+    assert!(!a.is_empty() && !b.is_empty() && !c.is_empty(), "each leader wrote: {a:?} {b:?} {c:?}");
+    assert!(a.iter().max() < b.iter().min(), "replica-b wrote while replica-a led: {a:?} {b:?}");
+    assert!(b.iter().max() < c.iter().min(), "replica-c wrote while replica-b led: {b:?} {c:?}");
+    let events = cluster.events(NS);
+    assert!(events.iter().any(|e| e.reason == "GroupReady"), "{events:#?}");
 }

@@ -123,14 +123,30 @@ pub fn main(args: RunFlags, planner: Settings) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(client) => client,
+        let mut config = match kube::Config::infer().await {
+            Ok(config) => config,
             Err(error) => {
                 tracing::error!(%error, "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)");
                 return exit_code::FAILURE;
             }
         };
-        let settings = args.settings(planner, client.default_namespace());
+        let settings = args.settings(planner, &config.default_namespace);
+        // Audit logs and API server metrics then tell the replicas apart.
+        let agent = format!(
+            "modelsplit/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            settings.lease.identity
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&agent) {
+            config.headers.push((http::header::USER_AGENT, value));
+        }
+        let client = match kube::Client::try_from(config) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "cannot build a Kubernetes client");
+                return exit_code::FAILURE;
+            }
+        };
         tracing::info!(
             identity = %settings.lease.identity,
             lease = %format!("{}/{}", settings.lease.namespace, settings.lease.name),

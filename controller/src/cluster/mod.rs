@@ -64,7 +64,7 @@ pub async fn run(
     settings: RunSettings,
     shutdown: signal::Receiver<bool>,
 ) -> Result<(), ClusterError> {
-    preflight::check(&client, &settings.lease.namespace).await?;
+    preflight::check(&client, &settings.lease.namespace, &settings.lease.name).await?;
 
     let metrics = Metrics::new();
     let server = metrics::bind(settings.metrics_addr, metrics.clone(), shutdown.clone()).await?;

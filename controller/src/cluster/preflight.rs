@@ -13,7 +13,7 @@ use super::kinds::{api_resource, CLUSTER_ACCESS, LEASE_ACCESS};
 
 /// Lists one object of each watched resource (404: CRD missing, 403: RBAC), then asks the
 /// API server (SelfSubjectAccessReview) whether every write verb is allowed.
-pub async fn check(client: &Client, lease_namespace: &str) -> Result<(), ClusterError> {
+pub async fn check(client: &Client, lease_namespace: &str, lease_name: &str) -> Result<(), ClusterError> {
     for (resource, verbs) in CLUSTER_ACCESS {
         if verbs.contains(&"list") {
             check_list(client, resource).await?;
@@ -21,12 +21,15 @@ pub async fn check(client: &Client, lease_namespace: &str) -> Result<(), Cluster
     }
     for (resource, verbs) in CLUSTER_ACCESS {
         for verb in verbs.iter().filter(|v| !matches!(**v, "list")) {
-            check_access(client, verb, resource, None).await?;
+            check_access(client, verb, resource, None, None).await?;
         }
     }
+    // Asked for the Lease by name: a Role may grant get/update on that name only
+    // (`create` cannot be limited by name).
     let (resource, verbs) = LEASE_ACCESS;
     for verb in verbs {
-        check_access(client, verb, resource, Some(lease_namespace)).await?;
+        let name = (*verb != "create").then_some(lease_name);
+        check_access(client, verb, resource, Some(lease_namespace), name).await?;
     }
     Ok(())
 }
@@ -53,6 +56,7 @@ async fn check_access(
     verb: &'static str,
     resource: &'static ResourceName,
     namespace: Option<&str>,
+    name: Option<&str>,
 ) -> Result<(), ClusterError> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
@@ -61,6 +65,7 @@ async fn check_access(
                 resource: Some(resource.plural.to_string()),
                 verb: Some(verb.to_string()),
                 namespace: namespace.map(str::to_string),
+                name: name.map(str::to_string),
                 ..Default::default()
             }),
             ..Default::default()

@@ -96,6 +96,11 @@ impl ApiServer {
             &format!("--cert-dir={}", dir.join("cert-dir").display()),
             "--profiling=false",
             "--v=1",
+            // Every write, with who made it (user agent names the controller replica) and
+            // when the server received it: what the write-safety tests assert on.
+            &format!("--audit-policy-file={}", self.audit_policy().display()),
+            &format!("--audit-log-path={}", dir.join("audit.log").display()),
+            "--audit-log-mode=blocking",
         ]);
         let process = Process::spawn("kube-apiserver", command, dir);
         self.apiserver = Some(process);
@@ -115,6 +120,34 @@ impl ApiServer {
             async move { ready }
         })
         .await;
+    }
+
+    fn audit_policy(&self) -> PathBuf {
+        let path = self.dir.join("audit-policy.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+             - level: Metadata\n  verbs: [create, update, patch, delete]\n- level: None\n",
+        )
+        .expect("write audit policy");
+        path
+    }
+
+    /// Every write the API server received so far, oldest first.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|v| AuditEntry {
+                verb: v["verb"].as_str().unwrap_or_default().to_string(),
+                user_agent: v["userAgent"].as_str().unwrap_or_default().to_string(),
+                resource: v["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                namespace: v["objectRef"]["namespace"].as_str().unwrap_or_default().to_string(),
+                name: v["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
+                code: v["responseStatus"]["code"].as_u64().unwrap_or(0),
+                received: v["requestReceivedTimestamp"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
     }
 
     /// Stops the API server (SIGKILL: no graceful drain), keeping etcd and its data.
@@ -144,4 +177,30 @@ pub fn write_kubeconfig(path: &Path, port: u16, ca: &Path, user: &str, token: &s
         ca = ca.display(),
     );
     std::fs::write(path, text).expect("write kubeconfig");
+}
+
+/// One write as the API server's audit log recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub verb: String,
+    pub user_agent: String,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+    /// HTTP status of the answer.
+    pub code: u64,
+    /// RFC 3339 with microseconds: sorts as text.
+    pub received: String,
+}
+
+impl AuditEntry {
+    /// Whether a controller replica `identity` made this request.
+    pub fn by_replica(&self, identity: &str) -> bool {
+        self.user_agent.starts_with("modelsplit/") && self.user_agent.ends_with(&format!("({identity})"))
+    }
+
+    /// Whether this wrote a WasmPlugin or VirtualService (not a Lease or an Event).
+    pub fn is_routing_write(&self) -> bool {
+        matches!(self.resource.as_str(), "wasmplugins" | "virtualservices")
+    }
 }

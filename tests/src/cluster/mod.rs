@@ -11,6 +11,7 @@ pub mod istio;
 pub mod kubectl;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,12 +44,17 @@ pub struct Cluster {
     pub istiod: Istiod,
     pub api: ApiServer,
     _tempdir: Option<tempfile::TempDir>,
+    // Last: one cluster at a time per test binary (2 cores, ~1 GiB each).
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
     /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
     pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
+        let one_at_a_time = ONE_CLUSTER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let started = Instant::now();
         let binaries = ControlPlaneBinaries::require();
         let tempdir = tempfile::Builder::new()
@@ -108,6 +114,7 @@ impl Cluster {
             istiod,
             api,
             _tempdir: Some(tempdir),
+            _one_at_a_time: one_at_a_time,
         };
         cluster.wait_gateway_listening().await;
         eprintln!(
@@ -330,5 +337,78 @@ impl Cluster {
         })
         .await;
         crate::observe::Tally::of(&observed, namespace)
+    }
+}
+
+/// One Event as `kubectl get events` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownEvent {
+    pub type_: String,
+    pub reason: String,
+    pub object: String,
+    pub message: String,
+    pub reporting_controller: String,
+}
+
+impl Cluster {
+    /// `kubectl annotate --overwrite isvc <name> serving.kserve.io/canaryTrafficPercent=<w>`.
+    pub fn annotate_weight(&self, namespace: &str, isvc: &str, weight: &str) {
+        self.admin.run(&[
+            "annotate",
+            "--overwrite",
+            "-n",
+            namespace,
+            "isvc",
+            isvc,
+            &format!("serving.kserve.io/canaryTrafficPercent={weight}"),
+        ]);
+    }
+
+    /// The Events of `namespace`, as `kubectl get events` lists them (core/v1 view).
+    pub fn events(&self, namespace: &str) -> Vec<ShownEvent> {
+        let list = self.admin.get_json(&["events", "-n", namespace]);
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|e| ShownEvent {
+                        type_: e["type"].as_str().unwrap_or_default().to_string(),
+                        reason: e["reason"].as_str().unwrap_or_default().to_string(),
+                        object: format!(
+                            "{}/{}",
+                            e["involvedObject"]["kind"].as_str().unwrap_or_default(),
+                            e["involvedObject"]["name"].as_str().unwrap_or_default()
+                        ),
+                        message: e["message"].as_str().unwrap_or_default().to_string(),
+                        reporting_controller: e["reportingComponent"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until an Event with `reason` about `object` (e.g. `InferenceService/x`) exists.
+    pub async fn wait_event(&self, namespace: &str, reason: &str, object: &str, timeout: Duration) -> ShownEvent {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self
+                .events(namespace)
+                .into_iter()
+                .find(|e| e.reason == reason && e.object == object)
+            {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {reason} Event about {object} in {namespace} within {timeout:?}; Events: {:#?}",
+                    self.events(namespace)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
