@@ -282,6 +282,7 @@ fn mesh_namespaces(
 fn namespace_notice(name: &str, message: String) -> Notice {
     Notice {
         kind: "Namespace",
+        reason: crate::report::NoticeReason::Planner,
         namespace: String::new(),
         name: name.to_string(),
         message,
@@ -767,6 +768,7 @@ fn namespace_routes(
         if !grpc {
             notices.push(Notice {
                 kind: "InferenceService",
+                reason: crate::report::NoticeReason::Planner,
                 namespace: model.namespace.to_string(),
                 name: model.name.to_string(),
                 message: format!(

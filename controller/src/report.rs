@@ -79,11 +79,31 @@ pub struct OversizedPlugin {
     pub kept_previous: bool,
 }
 
+/// Why a [`Notice`] was given; the reason of its Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NoticeReason {
+    /// Anything the planner found (gateway annotations, gRPC name taken, size limit).
+    Planner,
+    /// The routes of the object's group could not be written; its split did not change.
+    RoutesNotWritten,
+}
+
+impl NoticeReason {
+    /// The `reason` of the Event.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            NoticeReason::Planner => "ModelsplitNotice",
+            NoticeReason::RoutesNotWritten => "RoutesNotWritten",
+        }
+    }
+}
+
 /// Something about one object that a person should know (an Event in a cluster).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Notice {
     /// `Namespace` or `InferenceService`.
     pub kind: &'static str,
+    pub reason: NoticeReason,
     /// Empty for cluster-scoped objects.
     pub namespace: String,
     pub name: String,

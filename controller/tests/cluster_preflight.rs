@@ -83,7 +83,9 @@ async fn expect_review(api: &mut Handle, review: (&str, &str, &str, Option<&str>
 }
 
 fn start(client: kube::Client) -> tokio::task::JoinHandle<Result<(), ClusterError>> {
-    tokio::spawn(async move { preflight::check(&client, "modelsplit-system", "modelsplit-controller").await })
+    tokio::spawn(async move {
+        preflight::check(&client, "modelsplit-system", "modelsplit-controller").await
+    })
 }
 
 #[tokio::test]

@@ -30,24 +30,43 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     let labelled = Instant::now();
     seed(&cluster);
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
+            IN_FORCE,
+        )
         .await;
-    eprintln!("FIGURE labelled group -> in force at the gateway: {:?}", labelled.elapsed());
+    eprintln!(
+        "FIGURE labelled group -> in force at the gateway: {:?}",
+        labelled.elapsed()
+    );
 
     let rest = cluster.rest_tally(NS, "ai-model", 2000).await;
     assert_eq!(rest.problem_count, 0, "REST problems: {:?}", rest.problems);
-    let check = check_split(&rest.by_member, &[("ai-model-one", 80), ("ai-model-two", 20)]);
+    let check = check_split(
+        &rest.by_member,
+        &[("ai-model-one", 80), ("ai-model-two", 20)],
+    );
     eprintln!("REST 80/20 through istiod's gateway:\n{check}");
     assert!(check.passes(), "{check}");
 
     let grpc = cluster.grpc_tally(NS, "ai-model", 2000).await;
     assert_eq!(grpc.problem_count, 0, "gRPC problems: {:?}", grpc.problems);
-    let check = check_split(&grpc.by_member, &[("ai-model-one", 80), ("ai-model-two", 20)]);
+    let check = check_split(
+        &grpc.by_member,
+        &[("ai-model-one", 80), ("ai-model-two", 20)],
+    );
     eprintln!("gRPC 80/20 through istiod's gateway:\n{check}");
     assert!(check.passes(), "{check}");
 
     let ready = cluster
-        .wait_event(NS, "GroupReady", "InferenceService/ai-model-one", Duration::from_secs(30))
+        .wait_event(
+            NS,
+            "GroupReady",
+            "InferenceService/ai-model-one",
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(ready.type_, "Normal");
     assert!(ready.message.contains("ai-model-one=80%"), "{ready:?}");
@@ -58,33 +77,66 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     cluster.annotate_weight(NS, "ai-model-one", "50");
     cluster.annotate_weight(NS, "ai-model-two", "50");
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 5000), ("ai-model-two", 5000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 5000), ("ai-model-two", 5000)],
+            IN_FORCE,
+        )
         .await;
-    eprintln!("FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}", edited.elapsed());
+    eprintln!(
+        "FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}",
+        edited.elapsed()
+    );
     let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
     assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
-    let check = check_split(&rest.by_member, &[("ai-model-one", 50), ("ai-model-two", 50)]);
+    let check = check_split(
+        &rest.by_member,
+        &[("ai-model-one", 50), ("ai-model-two", 50)],
+    );
     assert!(check.passes(), "{check}");
 
     // An invalid edit (sum 120) keeps the last good split serving, and says why.
     cluster.annotate_weight(NS, "ai-model-one", "70");
     let stale = cluster
-        .wait_event(NS, "GroupStale", "InferenceService/ai-model-one", Duration::from_secs(30))
+        .wait_event(
+            NS,
+            "GroupStale",
+            "InferenceService/ai-model-one",
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(stale.type_, "Warning");
-    assert!(stale.message.contains("120"), "the reason names the sum: {stale:?}");
+    assert!(
+        stale.message.contains("120"),
+        "the reason names the sum: {stale:?}"
+    );
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 5000), ("ai-model-two", 5000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 5000), ("ai-model-two", 5000)],
+            IN_FORCE,
+        )
         .await;
     let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
     assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
-    let check = check_split(&rest.by_member, &[("ai-model-one", 50), ("ai-model-two", 50)]);
-    assert!(check.passes(), "the last good split keeps serving:\n{check}");
+    let check = check_split(
+        &rest.by_member,
+        &[("ai-model-one", 50), ("ai-model-two", 50)],
+    );
+    assert!(
+        check.passes(),
+        "the last good split keeps serving:\n{check}"
+    );
 
     // Metrics as Prometheus scrapes them.
     let metrics = controller.metrics().await;
     assert!(metrics.contains("modelsplit_leader 1"), "{metrics}");
-    assert!(metrics.contains("modelsplit_groups{state=\"stale\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("modelsplit_groups{state=\"stale\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("modelsplit_writes_total"), "{metrics}");
 }
 
@@ -95,7 +147,12 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     controller.wait_ready().await;
     seed(&cluster);
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
+            IN_FORCE,
+        )
         .await;
     // Let the first passes settle (the controller's own writes come back as watch events).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -103,19 +160,38 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     // A person adds a label and an annotation, and changes a field the controller owns.
     let admin = &cluster.admin;
     admin.run(&["label", "-n", NS, "virtualservice", "modelsplit", "team=ml"]);
-    admin.run(&["annotate", "-n", "istio-system", "wasmplugin", "modelsplit", "owner=ml-platform"]);
     admin.run(&[
-        "patch", "-n", NS, "virtualservice", "modelsplit", "--type=merge", "-p",
+        "annotate",
+        "-n",
+        "istio-system",
+        "wasmplugin",
+        "modelsplit",
+        "owner=ml-platform",
+    ]);
+    admin.run(&[
+        "patch",
+        "-n",
+        NS,
+        "virtualservice",
+        "modelsplit",
+        "--type=merge",
+        "-p",
         r#"{"spec":{"hosts":["example.com"]}}"#,
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let vs = admin.get_json(&["-n", NS, "virtualservice", "modelsplit"]);
         if vs["spec"]["hosts"] == serde_json::json!(["*"]) {
-            assert_eq!(vs["metadata"]["labels"]["team"], "ml", "a person's label survives");
+            assert_eq!(
+                vs["metadata"]["labels"]["team"], "ml",
+                "a person's label survives"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "the controller did not restore spec.hosts: {vs}");
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not restore spec.hosts: {vs}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let plugin = admin.get_json(&["-n", "istio-system", "wasmplugin", "modelsplit"]);
@@ -124,10 +200,17 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     // Idle: resyncs every 2 s re-plan everything, and write nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = cluster.api.audit().len();
-    let passes_before = controller.metric("modelsplit_reconciles_total{result=\"ok\"}").await;
+    let passes_before = controller
+        .metric("modelsplit_reconciles_total{result=\"ok\"}")
+        .await;
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let passes_after = controller.metric("modelsplit_reconciles_total{result=\"ok\"}").await;
-    assert!(passes_after >= passes_before + 2.0, "resync passes ran: {passes_before} -> {passes_after}");
+    let passes_after = controller
+        .metric("modelsplit_reconciles_total{result=\"ok\"}")
+        .await;
+    assert!(
+        passes_after >= passes_before + 2.0,
+        "resync passes ran: {passes_before} -> {passes_after}"
+    );
     let writes: Vec<_> = cluster.api.audit()[before..]
         .iter()
         .filter(|e| e.by_replica("replica-a") && e.resource != "leases")
@@ -145,21 +228,37 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     second.wait_ready().await;
     seed(&cluster);
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 8000), ("ai-model-two", 2000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
+            IN_FORCE,
+        )
         .await;
     assert_eq!(first.metric("modelsplit_leader").await, 1.0);
     assert_eq!(second.metric("modelsplit_leader").await, 0.0);
 
     // SIGTERM (a rolling update): the leader releases the Lease; the standby takes over at once.
     first.process().signal("TERM");
-    assert!(first.process().wait_exit(Duration::from_secs(20)), "replica-a did not stop on SIGTERM");
+    assert!(
+        first.process().wait_exit(Duration::from_secs(20)),
+        "replica-a did not stop on SIGTERM"
+    );
     let stopped = Instant::now();
     cluster.annotate_weight(NS, "ai-model-one", "60");
     cluster.annotate_weight(NS, "ai-model-two", "40");
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 6000), ("ai-model-two", 4000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 6000), ("ai-model-two", 4000)],
+            IN_FORCE,
+        )
         .await;
-    eprintln!("FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}", stopped.elapsed());
+    eprintln!(
+        "FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}",
+        stopped.elapsed()
+    );
     assert_eq!(second.metric("modelsplit_leader").await, 1.0);
 
     // A killed leader (no release): a third replica takes over once the Lease expires.
@@ -170,9 +269,17 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     cluster.annotate_weight(NS, "ai-model-one", "30");
     cluster.annotate_weight(NS, "ai-model-two", "70");
     cluster
-        .wait_filter_weights(NS, "ai-model", &[("ai-model-one", 3000), ("ai-model-two", 7000)], IN_FORCE)
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", 3000), ("ai-model-two", 7000)],
+            IN_FORCE,
+        )
         .await;
-    eprintln!("FIGURE SIGKILL of the leader -> edit in force by the next: {:?}", killed.elapsed());
+    eprintln!(
+        "FIGURE SIGKILL of the leader -> edit in force by the next: {:?}",
+        killed.elapsed()
+    );
 
     // Exactly one writer at a time, from the API server's own record: every routing write
     // of a replica falls inside the time it held the Lease.
@@ -184,10 +291,26 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
             .map(|e| e.received.clone())
             .collect()
     };
-    let (a, b, c) = (routing("replica-a"), routing("replica-b"), routing("replica-c"));
-    assert!(!a.is_empty() && !b.is_empty() && !c.is_empty(), "each leader wrote: {a:?} {b:?} {c:?}");
-    assert!(a.iter().max() < b.iter().min(), "replica-b wrote while replica-a led: {a:?} {b:?}");
-    assert!(b.iter().max() < c.iter().min(), "replica-c wrote while replica-b led: {b:?} {c:?}");
+    let (a, b, c) = (
+        routing("replica-a"),
+        routing("replica-b"),
+        routing("replica-c"),
+    );
+    assert!(
+        !a.is_empty() && !b.is_empty() && !c.is_empty(),
+        "each leader wrote: {a:?} {b:?} {c:?}"
+    );
+    assert!(
+        a.iter().max() < b.iter().min(),
+        "replica-b wrote while replica-a led: {a:?} {b:?}"
+    );
+    assert!(
+        b.iter().max() < c.iter().min(),
+        "replica-c wrote while replica-b led: {b:?} {c:?}"
+    );
     let events = cluster.events(NS);
-    assert!(events.iter().any(|e| e.reason == "GroupReady"), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.reason == "GroupReady"),
+        "{events:#?}"
+    );
 }

@@ -206,7 +206,7 @@ fn notice_event(notice: &Notice, uids: &IsvcUids) -> EventSpec {
     EventSpec {
         regarding,
         type_: "Warning",
-        reason: "ModelsplitNotice",
+        reason: notice.reason.event_reason(),
         note: notice.message.clone(),
     }
 }

@@ -13,7 +13,11 @@ use super::kinds::{api_resource, CLUSTER_ACCESS, LEASE_ACCESS};
 
 /// Lists one object of each watched resource (404: CRD missing, 403: RBAC), then asks the
 /// API server (SelfSubjectAccessReview) whether every write verb is allowed.
-pub async fn check(client: &Client, lease_namespace: &str, lease_name: &str) -> Result<(), ClusterError> {
+pub async fn check(
+    client: &Client,
+    lease_namespace: &str,
+    lease_name: &str,
+) -> Result<(), ClusterError> {
     for (resource, verbs) in CLUSTER_ACCESS {
         if verbs.contains(&"list") {
             check_list(client, resource).await?;

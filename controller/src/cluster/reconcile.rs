@@ -20,7 +20,7 @@ use super::snapshot::Snapshot;
 use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
 use super::watch::Scope;
 use crate::planner::{self, NamespaceRoutes, Plan};
-use crate::report::Notice;
+use crate::report::{Notice, NoticeReason};
 use crate::resources::{VirtualService, WasmPlugin};
 use crate::settings::Settings;
 
@@ -329,6 +329,7 @@ fn held_back_notices(
         .flat_map(|g| {
             g.members.iter().map(move |member| Notice {
                 kind: "InferenceService",
+                reason: NoticeReason::RoutesNotWritten,
                 namespace: namespace.to_string(),
                 name: member.clone(),
                 message: format!(

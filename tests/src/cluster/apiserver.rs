@@ -141,11 +141,23 @@ impl ApiServer {
             .map(|v| AuditEntry {
                 verb: v["verb"].as_str().unwrap_or_default().to_string(),
                 user_agent: v["userAgent"].as_str().unwrap_or_default().to_string(),
-                resource: v["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
-                namespace: v["objectRef"]["namespace"].as_str().unwrap_or_default().to_string(),
-                name: v["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
+                resource: v["objectRef"]["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                namespace: v["objectRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: v["objectRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 code: v["responseStatus"]["code"].as_u64().unwrap_or(0),
-                received: v["requestReceivedTimestamp"].as_str().unwrap_or_default().to_string(),
+                received: v["requestReceivedTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .collect()
     }
@@ -196,7 +208,8 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// Whether a controller replica `identity` made this request.
     pub fn by_replica(&self, identity: &str) -> bool {
-        self.user_agent.starts_with("modelsplit/") && self.user_agent.ends_with(&format!("({identity})"))
+        self.user_agent.starts_with("modelsplit/")
+            && self.user_agent.ends_with(&format!("({identity})"))
     }
 
     /// Whether this wrote a WasmPlugin or VirtualService (not a Lease or an Event).

@@ -176,18 +176,25 @@ impl IstioGateway {
         Stats::parse(&self.admin("/stats?filter=modelsplit").await)
     }
 
-    /// The filter configuration (ECDS) Envoy runs, as istiod sent it: the pluginConfig JSON
-    /// of the `modelsplit` extension, or None before one arrived.
-    pub async fn filter_config(&self) -> Option<serde_json::Value> {
+    /// The filter configurations (ECDS) Envoy runs, as istiod sent them, by extension
+    /// config name (`<namespace>.<WasmPlugin name>`): each WasmPlugin's pluginConfig.
+    pub async fn filter_configs(&self) -> Vec<(String, serde_json::Value)> {
         let dump = self.admin("/config_dump?resource=ecds_filters").await;
-        let dump: serde_json::Value = serde_json::from_str(&dump).ok()?;
-        let configs = dump.get("configs")?.as_array()?;
-        configs.iter().find_map(|c| {
-            let filter = c.get("ecds_filter")?;
-            let value = filter.pointer("/typed_config/config/configuration/value")?;
-            let text = value.as_str()?;
-            serde_json::from_str(text).ok()
-        })
+        let Ok(dump) = serde_json::from_str::<serde_json::Value>(&dump) else {
+            return Vec::new();
+        };
+        let Some(configs) = dump.get("configs").and_then(|c| c.as_array()) else {
+            return Vec::new();
+        };
+        configs
+            .iter()
+            .filter_map(|c| {
+                let filter = c.get("ecds_filter")?;
+                let name = filter.get("name")?.as_str()?.to_string();
+                let value = filter.pointer("/typed_config/config/configuration/value")?;
+                Some((name, serde_json::from_str(value.as_str()?).ok()?))
+            })
+            .collect()
     }
 
     pub fn log(&self) -> String {

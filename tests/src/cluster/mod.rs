@@ -54,7 +54,9 @@ impl Cluster {
     /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
     /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
     pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
-        let one_at_a_time = ONE_CLUSTER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let one_at_a_time = ONE_CLUSTER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let started = Instant::now();
         let binaries = ControlPlaneBinaries::require();
         let tempdir = tempfile::Builder::new()
@@ -171,18 +173,17 @@ impl Cluster {
             weights.iter().map(|(m, w)| (m.to_string(), *w)).collect();
         let deadline = started + timeout;
         loop {
-            let config = self.gateway.filter_config().await;
-            if config
-                .as_ref()
-                .and_then(|c| group_weights(c, namespace, group))
-                == Some(want.clone())
-            {
+            let configs = self.gateway.filter_configs().await;
+            let found: Vec<_> = configs
+                .iter()
+                .filter_map(|(_, c)| group_weights(c, namespace, group))
+                .collect();
+            if !found.is_empty() && found.iter().all(|w| *w == want) {
                 return started.elapsed();
             }
             if Instant::now() > deadline {
                 panic!(
-                    "the gateway did not run {namespace}/{group} = {want:?} within {timeout:?}; it runs {}",
-                    config.map(|c| c.to_string()).unwrap_or_else(|| "no filter config".into())
+                    "the gateway did not run {namespace}/{group} = {want:?} within {timeout:?}; it runs {configs:#?}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -392,7 +393,13 @@ impl Cluster {
     }
 
     /// Waits until an Event with `reason` about `object` (e.g. `InferenceService/x`) exists.
-    pub async fn wait_event(&self, namespace: &str, reason: &str, object: &str, timeout: Duration) -> ShownEvent {
+    pub async fn wait_event(
+        &self,
+        namespace: &str,
+        reason: &str,
+        object: &str,
+        timeout: Duration,
+    ) -> ShownEvent {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = self
@@ -409,6 +416,66 @@ impl Cluster {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Continuous REST and gRPC requests to one group through the gateway while a test
+/// changes things; every answer must come from a member, in the group's namespace.
+pub struct GroupLoad {
+    namespace: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rest: tokio::task::JoinHandle<Vec<(Instant, crate::observe::Observed)>>,
+    grpc: tokio::task::JoinHandle<Vec<(Instant, crate::observe::Observed)>>,
+}
+
+/// What a [`GroupLoad`] saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub sent: usize,
+    pub failed: usize,
+    /// The first few failures.
+    pub failures: Vec<String>,
+    pub by_member: BTreeMap<String, u64>,
+}
+
+impl GroupLoad {
+    pub async fn start(cluster: &Cluster, namespace: &str, group: &str) -> GroupLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = cluster
+            .gateway
+            .url(&format!("/modelmesh/{namespace}/v2/models/{group}/infer"));
+        let rest = crate::infer::timed_rest_until(
+            stop.clone(),
+            4,
+            crate::http::HttpClient::default(),
+            url,
+        );
+        let grpc = crate::infer::timed_grpc_until(
+            stop.clone(),
+            4,
+            crate::infer::grpc_client(&cluster.gateway.url("")).await,
+            Box::leak(group.to_string().into_boxed_str()),
+        );
+        GroupLoad {
+            namespace: namespace.to_string(),
+            stop,
+            rest,
+            grpc,
+        }
+    }
+
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut all = self.rest.await.expect("REST load");
+        all.extend(self.grpc.await.expect("gRPC load"));
+        let observed: Vec<_> = all.into_iter().map(|(_, o)| o).collect();
+        let tally = crate::observe::Tally::of(&observed, &self.namespace);
+        LoadReport {
+            sent: observed.len(),
+            failed: tally.problem_count,
+            failures: tally.problems,
+            by_member: tally.by_member,
         }
     }
 }

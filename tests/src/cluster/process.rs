@@ -108,7 +108,7 @@ impl Drop for Process {
                 "--- {} (log {}), last lines:\n{}\n---",
                 self.name,
                 self.log.display(),
-                self.log_tail(25)
+                self.log_tail(12)
             );
         }
         self.kill();
