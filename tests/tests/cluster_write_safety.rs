@@ -216,8 +216,18 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         "FIGURE denied namespace: team-a sent {} failed {}; team-b sent {} failed {}",
         a.sent, a.failed, b.sent, b.failed
     );
-    assert_eq!(a.failed, 0, "team-a failures: {:?}", a.failures);
-    assert_eq!(b.failed, 0, "team-b failures: {:?}", b.failures);
+    assert_eq!(
+        (a.failed, a.dropped),
+        (0, 0),
+        "team-a failures: {:?}",
+        a.failures
+    );
+    assert_eq!(
+        (b.failed, b.dropped),
+        (0, 0),
+        "team-b failures: {:?}",
+        b.failures
+    );
     assert!(a.sent > 100 && b.sent > 100, "load ran: {a:?} {b:?}");
 }
 
@@ -310,7 +320,12 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
         "FIGURE restarts: sent {} failed {}",
         report.sent, report.failed
     );
-    assert_eq!(report.failed, 0, "failures: {:?}", report.failures);
+    assert_eq!(
+        (report.failed, report.dropped),
+        (0, 0),
+        "failures: {:?}",
+        report.failures
+    );
     assert!(report.sent > 100, "{report:?}");
 }
 
@@ -335,8 +350,8 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
         .wait_filter_weights("team-b", "gb", &[("y1", 3000), ("y2", 7000)], IN_FORCE)
         .await;
     // Each leads its own Lease and writes only its own objects.
-    assert_eq!(a.metric("modelsplit_leader").await, 1.0);
-    assert_eq!(b.metric("modelsplit_leader").await, 1.0);
+    a.wait_leader(true, Duration::from_secs(20)).await;
+    b.wait_leader(true, Duration::from_secs(20)).await;
     assert!(cluster
         .admin
         .try_get_json(&["-n", "team-a", "virtualservice", "modelsplit-team-a"])
@@ -377,9 +392,11 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     let ra = load_a.finish().await;
     let rb = load_b.finish().await;
     eprintln!(
-        "FIGURE scoped controllers: team-a sent {} failed {}; team-b sent {} failed {}",
-        ra.sent, ra.failed, rb.sent, rb.failed
+        "FIGURE scoped controllers: team-a sent {} failed {} dropped {}; team-b sent {} failed {} dropped {}",
+        ra.sent, ra.failed, ra.dropped, rb.sent, rb.failed, rb.dropped
     );
+    // Dropped gRPC calls (a listener drain when the unscoped controller's WasmPlugin
+    // appears) are counted, not routing failures; see docs/operations.md.
     assert_eq!(ra.failed, 0, "{:?}", ra.failures);
     assert_eq!(rb.failed, 0, "{:?}", rb.failures);
 
@@ -426,9 +443,9 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         &cluster.dir,
     );
     slow.wait_ready().await;
+    slow.wait_leader(true, Duration::from_secs(20)).await;
     let mut standby = cluster.controller("standby", &[]);
     standby.wait_ready().await;
-    assert_eq!(slow.metric("modelsplit_leader").await, 1.0);
     cluster.admin.apply(&format!(
         "{}{}",
         isvc_yaml(NS, "m1", Some("g"), Some("50")),
@@ -479,5 +496,5 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         late.is_empty(),
         "the old leader wrote after the new one started: {late:#?}"
     );
-    assert_eq!(slow.metric("modelsplit_leader").await, 0.0);
+    slow.wait_leader(false, Duration::from_secs(20)).await;
 }

@@ -71,7 +71,7 @@ impl Controller {
         let wasm = require_filter_wasm();
         let mut command = Command::new(modelsplit_binary());
         command
-            .args(["run", "--lease-name=modelsplit-controller"])
+            .arg("run")
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg(format!("--identity={identity}"))
             .arg(format!("--url=file://{}", wasm.display()))
@@ -114,6 +114,20 @@ impl Controller {
             async move { matches!(http.get(&url, &[]).await, Ok(r) if r.status == 200) }
         })
         .await;
+    }
+
+    /// Waits until this replica reports `modelsplit_leader` = `leading` (1 or 0).
+    pub async fn wait_leader(&self, leading: bool, timeout: Duration) {
+        let want = if leading { 1.0 } else { 0.0 };
+        let deadline = std::time::Instant::now() + timeout;
+        while self.metric("modelsplit_leader").await != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not report modelsplit_leader {want} within {timeout:?}",
+                self.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn log(&self) -> String {

@@ -191,6 +191,17 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed test keeps its logs (every process's, the audit log) for reading.
+        if std::thread::panicking() {
+            if let Some(dir) = self._tempdir.take() {
+                eprintln!("cluster test failed: logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
 /// member -> weight of `namespace/group` in a filter config, None when the group is absent.
 pub fn group_weights(
     config: &serde_json::Value,
@@ -433,7 +444,13 @@ pub struct GroupLoad {
 #[derive(Debug)]
 pub struct LoadReport {
     pub sent: usize,
+    /// Answers that were wrong: an error status from the gateway or ModelMesh (a 404 for a
+    /// member without a route, NOT_FOUND), or an answer from outside the group.
     pub failed: usize,
+    /// gRPC calls the connection dropped before any answer (CANCELLED / UNAVAILABLE with no
+    /// response headers): Envoy draining connections when its listener changes (a WasmPlugin
+    /// added or removed), not a routing decision.
+    pub dropped: usize,
     /// The first few failures.
     pub failures: Vec<String>,
     pub by_member: BTreeMap<String, u64>,
@@ -469,10 +486,15 @@ impl GroupLoad {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut all = self.rest.await.expect("REST load");
         all.extend(self.grpc.await.expect("gRPC load"));
-        let observed: Vec<_> = all.into_iter().map(|(_, o)| o).collect();
+        let sent = all.len();
+        let (dropped, observed): (Vec<_>, Vec<_>) =
+            all.into_iter().map(|(_, o)| o).partition(|o| {
+                matches!(o.status, 1 | 14) && o.namespace.is_none() && o.routed_to.is_none()
+            });
         let tally = crate::observe::Tally::of(&observed, &self.namespace);
         LoadReport {
-            sent: observed.len(),
+            sent,
+            dropped: dropped.len(),
             failed: tally.problem_count,
             failures: tally.problems,
             by_member: tally.by_member,
