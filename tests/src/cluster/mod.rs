@@ -45,18 +45,16 @@ pub struct Cluster {
     pub api: ApiServer,
     _tempdir: Option<tempfile::TempDir>,
     // Last: one cluster at a time per test binary (2 cores, ~1 GiB each).
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
 }
 
-static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Cluster {
     /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
     /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
     pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
-        let one_at_a_time = ONE_CLUSTER
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let one_at_a_time = ONE_CLUSTER.lock().await;
         let started = Instant::now();
         let binaries = ControlPlaneBinaries::require();
         let tempdir = tempfile::Builder::new()
