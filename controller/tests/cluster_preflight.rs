@@ -22,33 +22,46 @@ fn empty_list() -> Value {
     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "1"}, "items": []})
 }
 
-/// (group, resource, verb, namespace) of every access review, in order.
-fn reviews() -> Vec<(
+/// (group, resource, verb, namespace, name) of one access review.
+type Review = (
     &'static str,
     &'static str,
     &'static str,
     Option<&'static str>,
-)> {
+    Option<&'static str>,
+);
+
+/// Every access review, in order.
+fn reviews() -> Vec<Review> {
     let mut all = vec![
-        ("", "namespaces", "watch", None),
-        ("serving.kserve.io", "servingruntimes", "watch", None),
-        ("serving.kserve.io", "inferenceservices", "watch", None),
+        ("", "namespaces", "watch", None, None),
+        ("serving.kserve.io", "servingruntimes", "watch", None, None),
+        (
+            "serving.kserve.io",
+            "inferenceservices",
+            "watch",
+            None,
+            None,
+        ),
     ];
     for (group, resource) in [
         ("extensions.istio.io", "wasmplugins"),
         ("networking.istio.io", "virtualservices"),
     ] {
         for verb in ["watch", "create", "patch", "delete"] {
-            all.push((group, resource, verb, None));
+            all.push((group, resource, verb, None, None));
         }
     }
-    all.push(("events.k8s.io", "events", "create", None));
+    all.push(("events.k8s.io", "events", "create", None, None));
+    // The Lease by name for get/update (a Role may grant only that name); `create`
+    // cannot be limited by name.
     for verb in ["get", "create", "update"] {
         all.push((
             "coordination.k8s.io",
             "leases",
             verb,
             Some("modelsplit-system"),
+            (verb != "create").then_some("modelsplit-controller"),
         ));
     }
     all
@@ -60,13 +73,16 @@ async fn expect_list(api: &mut Handle, path: &str, status_code: u16, answer: &Va
 }
 
 /// Answers one access review, checking it asks exactly this.
-async fn expect_review(api: &mut Handle, review: (&str, &str, &str, Option<&str>), allowed: bool) {
-    let (group, resource, verb, namespace) = review;
+async fn expect_review(api: &mut Handle, review: Review, allowed: bool) {
+    let (group, resource, verb, namespace, name) = review;
     let (seen, send) = next(api).await;
     assert_eq!((seen.method.as_str(), seen.path()), ("POST", REVIEWS));
     let mut attributes = json!({"group": group, "resource": resource, "verb": verb});
     if let Some(namespace) = namespace {
         attributes["namespace"] = json!(namespace);
+    }
+    if let Some(name) = name {
+        attributes["name"] = json!(name);
     }
     assert_eq!(
         seen.body,
@@ -213,6 +229,27 @@ async fn a_cluster_without_access_reviews_is_not_refused() {
             &status(404, "NotFound", "not found"),
         )
         .await;
+    }
+    finish(check, &mut api).await.expect("preflight passes");
+}
+
+#[tokio::test]
+async fn the_lease_of_another_instance_is_reviewed_by_its_own_name() {
+    let (client, mut api) = mock_client();
+    let check = tokio::spawn(async move {
+        preflight::check(&client, "team-a", "modelsplit-team-a-controller").await
+    });
+    for path in LISTS {
+        expect_list(&mut api, path, 200, &empty_list()).await;
+    }
+    for (group, resource, verb, namespace, name) in reviews() {
+        let review = if resource == "leases" {
+            let name = name.map(|_| "modelsplit-team-a-controller");
+            (group, resource, verb, Some("team-a"), name)
+        } else {
+            (group, resource, verb, namespace, name)
+        };
+        expect_review(&mut api, review, true).await;
     }
     finish(check, &mut api).await.expect("preflight passes");
 }

@@ -160,7 +160,31 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
     })
     .await;
 
-    let mut applied = fake.applied();
+    // Every applied WasmPlugin is stamped with when its filter config changed; apart from
+    // that, what run applies is what render prints.
+    let stamp_of = |plugin: &Value| -> k8s_openapi::jiff::Timestamp {
+        let stamp = &plugin["metadata"]["annotations"]["modelsplit.io/config-changed-at"];
+        stamp
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an RFC 3339 stamp: {stamp}"))
+    };
+    let first_stamp = fake
+        .applied()
+        .iter()
+        .find(|o| o["kind"] == "WasmPlugin")
+        .map(stamp_of)
+        .expect("a WasmPlugin was applied");
+    let mut applied: Vec<Value> = fake
+        .applied()
+        .into_iter()
+        .map(|mut o| {
+            if o["kind"] == "WasmPlugin" {
+                o["metadata"].as_object_mut().unwrap().remove("annotations");
+            }
+            o
+        })
+        .collect();
     applied.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
     let mut golden = seed_golden();
     golden.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
@@ -177,6 +201,12 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
             .all(|u| u.contains("fieldManager=modelsplit") && u.contains("force=true")),
         "{patch_uris:?}"
     );
+
+    // Audit logs and API server metrics tell the replicas apart.
+    let agent = format!("modelsplit/{} (pod-a)", env!("CARGO_PKG_VERSION"));
+    let agents: std::collections::BTreeSet<Option<String>> =
+        fake.requests().into_iter().map(|r| r.user_agent).collect();
+    assert_eq!(agents, [Some(agent)].into());
 
     let lease_holder = || -> Option<String> {
         let state = fake.state.lock().unwrap();
@@ -246,6 +276,11 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
     assert!(
         after_change.iter().all(|o| o["kind"] == "WasmPlugin"),
         "only the WasmPlugin changes: {after_change:?}"
+    );
+    // A new filter config, a new stamp.
+    assert!(
+        after_change.iter().all(|o| stamp_of(o) > first_stamp),
+        "{after_change:?}"
     );
     // Its own writes come back through the watch as no-ops: no write loop.
     let settled = fake.applied().len();

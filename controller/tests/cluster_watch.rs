@@ -68,6 +68,32 @@ fn assert_same_objects(actual: Vec<Value>, expected: Vec<Value>) {
     }
 }
 
+const CHANGED_AT: &str = "modelsplit.io/config-changed-at";
+
+/// An applied object as `render` prints it: without the WasmPlugin's config-changed-at
+/// stamp, which every applied WasmPlugin must carry (RFC 3339).
+fn unstamped(mut object: Value) -> Value {
+    if object["kind"] == "WasmPlugin" {
+        let Some(annotations) = object["metadata"]["annotations"].as_object_mut() else {
+            panic!("the WasmPlugin carries no annotations");
+        };
+        let stamp = annotations
+            .remove(CHANGED_AT)
+            .unwrap_or_else(|| panic!("the WasmPlugin carries no {CHANGED_AT}"));
+        stamp
+            .as_str()
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .unwrap_or_else(|| panic!("{CHANGED_AT} is not RFC 3339: {stamp}"));
+        if annotations.is_empty() {
+            object["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("annotations");
+        }
+    }
+    object
+}
+
 /// Plans through the watchers of `served` and returns (applied bodies, report lines).
 async fn through_the_watch_path(served: &[Value]) -> (Vec<Value>, Vec<String>) {
     let fake = FakeApi::start(served).await;
@@ -90,7 +116,7 @@ async fn through_the_watch_path(served: &[Value]) -> (Vec<Value>, Vec<String>) {
         .expect("reconcile");
     watchers.task.abort();
     let lines = render::report_lines(&outcome.plan);
-    (fake.applied(), lines)
+    (fake.applied().into_iter().map(unstamped).collect(), lines)
 }
 
 fn rendered(paths: &[PathBuf], previous: Option<&str>) -> (Vec<Value>, Vec<String>) {
@@ -150,7 +176,14 @@ async fn last_known_good_comes_from_the_wasm_plugin_in_the_cluster() {
 
     let mut served = cluster_objects(&inputs);
     let published = yaml_documents(&manifest_dir().join("tests/golden/reweight-before.yaml"));
-    served.extend(published.iter().map(|o| as_observed(o, "5")));
+    // As this controller published it: stamped with when its config changed.
+    served.extend(published.iter().map(|o| {
+        let mut o = as_observed(o, "5");
+        if o["kind"] == "WasmPlugin" {
+            o["metadata"]["annotations"][CHANGED_AT] = json!("2026-01-01T00:00:00Z");
+        }
+        o
+    }));
     let (applied, report) = through_the_watch_path(&served).await;
     assert_eq!(report, expected_report);
     // Nothing to write: the cluster already serves the last good split.

@@ -19,6 +19,7 @@ pub struct Recorded {
     pub method: String,
     pub uri: String,
     pub body: Value,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Default)]
@@ -217,6 +218,7 @@ async fn handle(
     State(state): State<Arc<Mutex<FakeState>>>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -225,6 +227,10 @@ async fn handle(
         method: method.to_string(),
         uri: uri.to_string(),
         body: body_json.clone(),
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     });
     let (collection_path, namespace, name) = parse(uri.path());
     let plural = collection_path.rsplit('/').next().unwrap_or("").to_string();
