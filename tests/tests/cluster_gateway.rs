@@ -21,6 +21,40 @@ fn seed(cluster: &Cluster) {
     ));
 }
 
+/// Waits until the gateway runs ai-model at `one`/`two` percent; returns how long it took.
+async fn wait_split(cluster: &Cluster, one: u64, two: u64) -> Duration {
+    cluster
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", one * 100), ("ai-model-two", two * 100)],
+            IN_FORCE,
+        )
+        .await
+}
+
+/// Sends `total` requests to ai-model (REST, or gRPC by `mm-vmodel-id`) and asserts every
+/// answer came from a member and the counts fit `one`/`two` percent.
+async fn assert_split(cluster: &Cluster, grpc: bool, total: usize, one: u32, two: u32) {
+    let tally = if grpc {
+        cluster.grpc_tally(NS, "ai-model", total).await
+    } else {
+        cluster.rest_tally(NS, "ai-model", total).await
+    };
+    let protocol = if grpc { "gRPC" } else { "REST" };
+    assert_eq!(
+        tally.problem_count, 0,
+        "{protocol} problems: {:?}",
+        tally.problems
+    );
+    let check = check_split(
+        &tally.by_member,
+        &[("ai-model-one", one), ("ai-model-two", two)],
+    );
+    eprintln!("{protocol} {one}/{two} through istiod's gateway:\n{check}");
+    assert!(check.passes(), "{check}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     let cluster = Cluster::start(&[(NS, MODELS)]).await;
@@ -29,36 +63,15 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
 
     let labelled = Instant::now();
     seed(&cluster);
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 80, 20).await;
     eprintln!(
         "FIGURE labelled group -> in force at the gateway: {:?}",
         labelled.elapsed()
     );
 
-    let rest = cluster.rest_tally(NS, "ai-model", 2000).await;
-    assert_eq!(rest.problem_count, 0, "REST problems: {:?}", rest.problems);
-    let check = check_split(
-        &rest.by_member,
-        &[("ai-model-one", 80), ("ai-model-two", 20)],
-    );
-    eprintln!("REST 80/20 through istiod's gateway:\n{check}");
-    assert!(check.passes(), "{check}");
+    assert_split(&cluster, false, 2000, 80, 20).await;
 
-    let grpc = cluster.grpc_tally(NS, "ai-model", 2000).await;
-    assert_eq!(grpc.problem_count, 0, "gRPC problems: {:?}", grpc.problems);
-    let check = check_split(
-        &grpc.by_member,
-        &[("ai-model-one", 80), ("ai-model-two", 20)],
-    );
-    eprintln!("gRPC 80/20 through istiod's gateway:\n{check}");
-    assert!(check.passes(), "{check}");
+    assert_split(&cluster, true, 2000, 80, 20).await;
 
     let ready = cluster
         .wait_event(
@@ -76,25 +89,12 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     let edited = Instant::now();
     cluster.annotate_weight(NS, "ai-model-one", "50");
     cluster.annotate_weight(NS, "ai-model-two", "50");
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 5000), ("ai-model-two", 5000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 50, 50).await;
     eprintln!(
         "FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}",
         edited.elapsed()
     );
-    let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
-    assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
-    let check = check_split(
-        &rest.by_member,
-        &[("ai-model-one", 50), ("ai-model-two", 50)],
-    );
-    assert!(check.passes(), "{check}");
+    assert_split(&cluster, false, 1000, 50, 50).await;
 
     // An invalid edit (sum 120) keeps the last good split serving, and says why.
     cluster.annotate_weight(NS, "ai-model-one", "70");
@@ -111,24 +111,9 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
         stale.message.contains("120"),
         "the reason names the sum: {stale:?}"
     );
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 5000), ("ai-model-two", 5000)],
-            IN_FORCE,
-        )
-        .await;
-    let rest = cluster.rest_tally(NS, "ai-model", 1000).await;
-    assert_eq!(rest.problem_count, 0, "{:?}", rest.problems);
-    let check = check_split(
-        &rest.by_member,
-        &[("ai-model-one", 50), ("ai-model-two", 50)],
-    );
-    assert!(
-        check.passes(),
-        "the last good split keeps serving:\n{check}"
-    );
+    wait_split(&cluster, 50, 50).await;
+    // The last good split keeps serving.
+    assert_split(&cluster, false, 1000, 50, 50).await;
 
     // Metrics as Prometheus scrapes them.
     let metrics = controller.metrics().await;
@@ -146,14 +131,7 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     let mut controller = cluster.controller("replica-a", &["--resync-seconds=2"]);
     controller.wait_ready().await;
     seed(&cluster);
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 80, 20).await;
     // Let the first passes settle (the controller's own writes come back as watch events).
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -227,14 +205,7 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     let mut second = cluster.controller("replica-b", &[]);
     second.wait_ready().await;
     seed(&cluster);
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 8000), ("ai-model-two", 2000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 80, 20).await;
     first.wait_leader(true, Duration::from_secs(20)).await;
     second.wait_leader(false, Duration::from_secs(20)).await;
 
@@ -247,14 +218,7 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     let stopped = Instant::now();
     cluster.annotate_weight(NS, "ai-model-one", "60");
     cluster.annotate_weight(NS, "ai-model-two", "40");
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 6000), ("ai-model-two", 4000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 60, 40).await;
     eprintln!(
         "FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}",
         stopped.elapsed()
@@ -268,14 +232,7 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     let killed = Instant::now();
     cluster.annotate_weight(NS, "ai-model-one", "30");
     cluster.annotate_weight(NS, "ai-model-two", "70");
-    cluster
-        .wait_filter_weights(
-            NS,
-            "ai-model",
-            &[("ai-model-one", 3000), ("ai-model-two", 7000)],
-            IN_FORCE,
-        )
-        .await;
+    wait_split(&cluster, 30, 70).await;
     eprintln!(
         "FIGURE SIGKILL of the leader -> edit in force by the next: {:?}",
         killed.elapsed()
