@@ -46,11 +46,26 @@
 //! - `wasmcustom.modelsplit.config_rejected` — configurations refused, counted once per
 //!   VM that refused it (main thread and each worker).
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod choose;
 pub mod classify;
 pub mod config;
+pub mod counters;
+pub mod filter;
+pub mod host_api;
 pub mod plan;
 pub mod route;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod host;
+#[cfg(test)]
+mod mock_host;
