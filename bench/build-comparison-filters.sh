@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 target=wasm32-unknown-unknown
 export CARGO_TARGET_DIR="${BENCH_WASM_TARGET_DIR:-/tmp/t-bench-wasm}"
 
-for crate in empty bare; do
+for crate in empty bare bare-header; do
   manifest="$here/wasm/$crate/Cargo.toml"
   if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     cargo build --quiet --release --target "$target" --manifest-path "$manifest"
@@ -21,7 +21,7 @@ for crate in empty bare; do
     RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --quiet --release --target "$target" \
       -Zbuild-std=std,panic_abort --manifest-path "$manifest"
   fi
-  artifact="$CARGO_TARGET_DIR/$target/release/bench_${crate}_filter.wasm"
+  artifact="$CARGO_TARGET_DIR/$target/release/bench_${crate//-/_}_filter.wasm"
   [ -s "$artifact" ] || { echo "build-comparison-filters: $artifact was not produced" >&2; exit 1; }
   echo "$artifact"
 done

@@ -47,7 +47,8 @@ args=()
 if want dataplane; then
   step "data path: Envoy variants × wrk, ${BENCH_ROUNDS:-5} rounds × ${BENCH_SECONDS:-5} s per cell"
   python3 bench/dataplane.py --modelsplit-wasm target/wasm32-unknown-unknown/release/modelsplit_filter.wasm \
-    --empty-wasm "${comparison[0]}" --bare-wasm "${comparison[1]}" --out "$out/dataplane.json"
+    --empty-wasm "${comparison[0]}" --bare-wasm "${comparison[1]}" --bare-header-wasm "${comparison[2]}" \
+    --out "$out/dataplane.json"
   args+=(--dataplane "$out/dataplane.json")
 fi
 if want core; then

@@ -8,11 +8,11 @@
 //!
 //! Host calls per request (the cost budget, asserted in the tests below):
 //!
-//! - request headers: `:path`; for a request that is not a REST group request,
-//!   `content-type`, and the gRPC header only when that says gRPC (and some group
-//!   answers to gRPC); for a group request, the override header (when configured),
-//!   then the group's sticky header (when the group has one and no override named a
-//!   member); then one write (`:path` or the gRPC header);
+//! - request headers: one read of all of them (`proxy_get_header_map_pairs`; the
+//!   lookups of `:path`, `content-type`, the gRPC, override and sticky headers are
+//!   then made in module memory, each only when the request needs it: see
+//!   [`crate::route`]); then, for a group request, one write (`:path` or the gRPC
+//!   header);
 //! - response headers: one write of the routed header (when configured), only for a
 //!   request that was routed;
 //! - counters: none. They are added up in module memory and given to the host on the
@@ -29,8 +29,7 @@ use crate::host_api::{Host, HostError, Level};
 use crate::plan::{
     GroupId, Plan, CONFIG_REJECTED_COUNTER, HOST_ERROR_COUNTER, OVERRIDE_IGNORED_COUNTER,
 };
-use crate::route::{route, RequestHeaders, Rewrite};
-use std::cell::Cell;
+use crate::route::{route, Rewrite};
 use std::rc::Rc;
 
 /// How often each worker gives its pending counts to the host. A request shows in
@@ -224,21 +223,20 @@ impl Worker {
         let Some(plan) = &self.plan else {
             return;
         };
-        let reads = HostHeaders {
-            host,
-            failed: Cell::new(None),
+        let headers = match host.request_headers() {
+            Ok(headers) => headers,
+            Err(error) => {
+                report(
+                    host,
+                    &mut self.counters,
+                    &mut self.host_error_logged,
+                    error,
+                    "reading the request headers",
+                );
+                return;
+            }
         };
-        let decision = route(plan, &mut self.rng, &reads);
-        if let Some(error) = reads.failed.get() {
-            report(
-                host,
-                &mut self.counters,
-                &mut self.host_error_logged,
-                error,
-                "reading a request header",
-            );
-            return;
-        }
+        let decision = route(plan, &mut self.rng, &headers);
         let Some(decision) = decision else {
             return;
         };
@@ -317,28 +315,6 @@ fn report(
             Level::Warn,
             &format!("modelsplit: {error} while {doing}; the request passed through unchanged (counted in modelsplit.host_error; logged once per worker)"),
         );
-    }
-}
-
-/// Request header reads through the host for [`route`]; remembers the first failure
-/// (and makes no host call after it).
-struct HostHeaders<'h, H> {
-    host: &'h H,
-    failed: Cell<Option<HostError>>,
-}
-
-impl<H: Host> RequestHeaders for HostHeaders<'_, H> {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        if self.failed.get().is_some() {
-            return None;
-        }
-        match self.host.request_header(name) {
-            Ok(value) => value,
-            Err(error) => {
-                self.failed.set(Some(error));
-                None
-            }
-        }
     }
 }
 
@@ -435,12 +411,7 @@ mod tests {
         let rewritten = format!("/modelmesh/apps/v2/models/{member}/infer");
         assert_eq!(
             request,
-            [
-                Call::get(":path"),
-                Call::get("x-modelsplit-member"),
-                Call::get("x-user-id"),
-                Call::set(":path", &rewritten),
-            ]
+            [Call::GetRequestHeaders, Call::set(":path", &rewritten)]
         );
         assert_eq!(response, [Call::respond(ROUTED, &member)]);
         assert!(["one", "two"].contains(&member.as_str()));
@@ -461,10 +432,10 @@ mod tests {
         assert_eq!(
             request,
             [
-                Call::get(":path"),
+                Call::GetRequestHeaders,
                 Call::set(":path", "/modelmesh/apps/v2/models/one/infer")
             ],
-            "the override header is not even read when overrides are off"
+            "overrides are off: the override header names nobody"
         );
         assert_eq!(response, [], "no response header configured");
     }
@@ -479,9 +450,7 @@ mod tests {
         assert_eq!(
             request,
             [
-                Call::get(":path"),
-                Call::get("x-modelsplit-member"),
-                Call::get("x-user-id"),
+                Call::GetRequestHeaders,
                 Call::set(
                     ":path",
                     &format!("/modelmesh/apps/v2/models/{member}/infer")
@@ -511,8 +480,7 @@ mod tests {
         assert_eq!(
             request,
             [
-                Call::get(":path"),
-                Call::get("x-modelsplit-member"),
+                Call::GetRequestHeaders,
                 Call::set(":path", "/modelmesh/apps/v2/models/dark/infer"),
             ]
         );
@@ -528,7 +496,7 @@ mod tests {
             &mut worker,
             &[(":path", PATH), ("x-modelsplit-member", b"p1")],
         );
-        assert_eq!(request.len(), 4, "{request:?}");
+        assert_eq!(request.len(), 2, "{request:?}");
         assert_eq!(worker.pending(OVERRIDE_IGNORED), 1);
         worker.tick(&host);
         assert!(host
@@ -553,14 +521,7 @@ mod tests {
         let member = routed_to(&host);
         assert_eq!(
             request,
-            [
-                Call::get(":path"),
-                Call::get("content-type"),
-                Call::get("mm-vmodel-id"),
-                Call::get("x-modelsplit-member"),
-                Call::get("x-user-id"),
-                Call::set("mm-vmodel-id", &member),
-            ]
+            [Call::GetRequestHeaders, Call::set("mm-vmodel-id", &member)]
         );
         assert_eq!(response, [Call::respond(ROUTED, &member)]);
         assert_eq!(
@@ -571,7 +532,7 @@ mod tests {
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    fn not_a_group_reads_path_and_content_type_only_and_never_the_grpc_header() {
+    fn not_a_group_makes_one_read_and_nothing_else() {
         let (host, mut worker) = configured(CONFIG);
         let (request, response) = send(
             &host,
@@ -582,14 +543,14 @@ mod tests {
                 ("mm-vmodel-id", b"ai-model"),
             ],
         );
-        assert_eq!(request, [Call::get(":path"), Call::get("content-type")]);
+        assert_eq!(request, [Call::GetRequestHeaders]);
         assert_eq!(response, []);
         let (request, _) = send(
             &host,
             &mut worker,
             &[(":path", b"/modelmesh/apps/v2/models/unknown/infer")],
         );
-        assert_eq!(request, [Call::get(":path"), Call::get("content-type")]);
+        assert_eq!(request, [Call::GetRequestHeaders]);
         assert!(worker.counters.is_clean(), "nothing counted");
     }
 
@@ -686,15 +647,15 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
     fn a_failing_header_read_passes_the_request_through_and_counts_it() {
         let (host, mut worker) = configured(CONFIG);
-        host.fail_when(|c| matches!(c, Call::GetRequestHeader(n) if n == "x-user-id").then_some(2));
+        host.fail_when(|c| (*c == Call::GetRequestHeaders).then_some(2));
         let (request, response) = send(
             &host,
             &mut worker,
             &[(":path", PATH), ("x-user-id", b"alice")],
         );
-        assert_eq!(request.len(), 4, "{request:?}");
+        assert_eq!(request.len(), 2, "{request:?}");
         assert!(
-            matches!(&request[3], Call::Log(Level::Warn, m) if m.contains("unexpected host status 2"))
+            matches!(&request[1], Call::Log(Level::Warn, m) if m.contains("unexpected host status 2"))
         );
         assert_eq!(
             host.request_header_value(":path").unwrap(),
@@ -708,7 +669,7 @@ mod tests {
             &mut worker,
             &[(":path", PATH), ("x-user-id", b"alice")],
         );
-        assert_eq!(request.len(), 3, "{request:?}");
+        assert_eq!(request, [Call::GetRequestHeaders]);
         assert_eq!(worker.pending(HOST_ERROR), 2);
         worker.tick(&host);
         assert_eq!(host.counter("modelsplit.host_error"), 2);
@@ -831,7 +792,11 @@ mod tests {
         );
         assert_eq!(host.logs(Level::Warn), Vec::<String>::new());
         let (request, _) = send(&host, &mut worker, &[(":path", PATH)]);
-        assert_eq!(request.len(), 4, "the previous plan still routes");
+        assert_eq!(
+            request.len(),
+            2,
+            "the previous plan still routes: {request:?}"
+        );
     }
 
     use std::collections::BTreeMap;

@@ -14,6 +14,7 @@
 //! borrow, impossible on the single-threaded VM, would pass the request through).
 
 use crate::filter::{Stream, Worker};
+use crate::headers::HeaderBlock;
 use crate::host_api::{Host, HostError, Level};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -50,6 +51,11 @@ extern "C" {
         key_size: usize,
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
     ) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
@@ -129,6 +135,18 @@ impl ProxyWasm {
 }
 
 impl Host for ProxyWasm {
+    fn request_headers(&self) -> Result<HeaderBlock, HostError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers to two locals, as the ABI asks.
+        let code = unsafe { proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &mut data, &mut size) };
+        match code {
+            OK => Ok(HeaderBlock::new(host_bytes(data, size))),
+            NOT_FOUND => Ok(HeaderBlock::default()),
+            other => Err(HostError(other)),
+        }
+    }
+
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         self.get_header(MAP_REQUEST_HEADERS, name)
     }

@@ -7,6 +7,7 @@
 //! [`HostError`] instead of panicking: with `panic = "abort"` a panic would kill the
 //! worker's VM, and with it every request on that worker.
 
+use crate::headers::HeaderBlock;
 use std::fmt;
 
 /// The host answered with a status the filter did not expect (the raw proxy-wasm
@@ -34,6 +35,8 @@ pub enum Level {
 /// Methods take `&self`: the proxy-wasm host has no state on the module's side, and
 /// the mock records through interior mutability.
 pub trait Host {
+    /// All request headers, in one call (what the request path uses).
+    fn request_headers(&self) -> Result<HeaderBlock, HostError>;
     /// A request header's value as bytes; `Ok(None)` when the request has no such header.
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Sets (replaces) a request header. Changing a request header makes Envoy clear

@@ -61,6 +61,7 @@ pub mod classify;
 pub mod config;
 pub mod counters;
 pub mod filter;
+pub mod headers;
 pub mod host_api;
 pub mod plan;
 pub mod route;

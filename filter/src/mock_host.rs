@@ -2,6 +2,7 @@
 //! by name, and the list of every call made, in order. Any call can be made to fail
 //! with a status, to check that nothing panics and the request passes through.
 
+use crate::headers::HeaderBlock;
 use crate::host_api::{Host, HostError, Level};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 /// One host call, as the filter made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
+    GetRequestHeaders,
     GetRequestHeader(String),
     SetRequestHeader(String, Vec<u8>),
     SetResponseHeader(String, Vec<u8>),
@@ -139,6 +141,11 @@ fn set(headers: &RefCell<Vec<(String, Vec<u8>)>>, name: &str, value: &[u8]) {
 }
 
 impl Host for MockHost {
+    fn request_headers(&self) -> Result<HeaderBlock, HostError> {
+        self.record(Call::GetRequestHeaders)?;
+        Ok(HeaderBlock::from_pairs(&self.request.borrow()))
+    }
+
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         self.record(Call::get(name))?;
         Ok(find(&self.request.borrow(), name))
