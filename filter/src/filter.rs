@@ -80,6 +80,16 @@ pub enum Configured {
     Rejected,
 }
 
+/// What one VM remembers across its root contexts (Envoy makes a root context per
+/// configuration, and more than one on the main thread).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VmState {
+    /// Whether this VM ever accepted a configuration: a refusal then keeps a previous one.
+    pub configured_before: bool,
+    /// Whether this VM logged and counted a missing configuration already.
+    pub missing_reported: bool,
+}
+
 impl Configured {
     /// What `on_configure` answers the host.
     pub fn accepted(self) -> bool {
@@ -113,11 +123,11 @@ impl Worker {
 
     /// Reads, checks and installs the plugin configuration.
     ///
-    /// `configured_before`: whether this VM ever accepted a configuration. A refusal
-    /// is logged at error level when Envoy has a previous configuration to keep, and
-    /// at warn level at start, when there is none. Either way it is logged once and
-    /// counted in `modelsplit.config_rejected`, like a missing configuration.
-    pub fn configure(&mut self, host: &impl Host, configured_before: bool) -> Configured {
+    /// A refusal is logged at error level when the VM accepted a configuration before
+    /// (Envoy keeps that one), and at warn level at start, when there is none; it is
+    /// counted in `modelsplit.config_rejected`. A missing configuration is accepted as
+    /// "no groups", logged at warn level and counted there too, once per VM.
+    pub fn configure(&mut self, host: &impl Host, vm: &mut VmState) -> Configured {
         if !self.ticking {
             self.ticking = host.set_tick_period(TICK_MILLIS).is_ok();
             if !self.ticking {
@@ -149,11 +159,14 @@ impl Worker {
             }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            host.log(
-                Level::Warn,
-                "modelsplit: no configuration: no groups, every request passes through unchanged (group names meet no route)",
-            );
-            count(rejected);
+            if !vm.missing_reported {
+                vm.missing_reported = true;
+                host.log(
+                    Level::Warn,
+                    "modelsplit: no configuration: no groups, every request passes through unchanged (group names meet no route)",
+                );
+                count(rejected);
+            }
             self.install(host, None, host_error);
             return Configured::Missing;
         }
@@ -168,10 +181,11 @@ impl Worker {
                     ),
                 );
                 self.install(host, Some(plan), host_error);
+                vm.configured_before = true;
                 Configured::Accepted
             }
             Err(reason) => {
-                if configured_before {
+                if vm.configured_before {
                     host.log(
                         Level::Error,
                         &format!("modelsplit: rejected configuration: {reason}; keeping the previous one"),
@@ -339,7 +353,9 @@ mod tests {
     fn configured(config: &str) -> (MockHost, Worker) {
         let host = MockHost::with_config(config);
         let mut worker = Worker::new(&host, 7);
-        assert_eq!(worker.configure(&host, false), Configured::Accepted);
+        let mut vm = VmState::default();
+        assert_eq!(worker.configure(&host, &mut vm), Configured::Accepted);
+        assert!(vm.configured_before);
         host.take_calls();
         (host, worker)
     }
@@ -368,7 +384,7 @@ mod tests {
         let host = MockHost::with_config(CONFIG);
         let mut worker = Worker::new(&host, 7);
         assert_eq!(host.take_calls(), [Call::Now]);
-        assert!(worker.configure(&host, false).accepted());
+        assert!(worker.configure(&host, &mut VmState::default()).accepted());
         let define = |n: &str| Call::DefineCounter(n.to_string());
         let calls = host.take_calls();
         assert_eq!(
@@ -396,7 +412,7 @@ mod tests {
             ]
         );
         // A second configuration of the same root: no second tick period.
-        worker.configure(&host, true);
+        worker.configure(&host, &mut configured_vm());
         assert!(!host
             .take_calls()
             .contains(&Call::SetTickPeriod(TICK_MILLIS)));
@@ -622,7 +638,7 @@ mod tests {
             &[(":path", PATH), ("x-modelsplit-member", b"one")],
         );
         host.config = Some(CONFIG.replace("\"one\"", "\"uno\"").into_bytes());
-        assert!(worker.configure(&host, true).accepted());
+        assert!(worker.configure(&host, &mut configured_vm()).accepted());
         let calls = host.take_calls();
         let flushed = calls.iter().position(|c| *c == Call::add(ONE, 2)).unwrap();
         let defined = calls
@@ -710,10 +726,13 @@ mod tests {
             let host = MockHost::with_config(CONFIG);
             host.fail_when(move |_| Some(status));
             let mut worker = Worker::new(&host, 1);
-            assert_eq!(worker.configure(&host, false), Configured::Rejected);
+            assert_eq!(
+                worker.configure(&host, &mut VmState::default()),
+                Configured::Rejected
+            );
             let host = MockHost::with_config(CONFIG);
             let mut worker = Worker::new(&host, 1);
-            worker.configure(&host, false);
+            worker.configure(&host, &mut VmState::default());
             host.fail_when(move |_| Some(status));
             send(&host, &mut worker, &[(":path", PATH)]);
             worker.tick(&host);
@@ -745,7 +764,10 @@ mod tests {
         for config in [None, Some(""), Some(" \n")] {
             let host = MockHost::with_raw_config(config.map(str::as_bytes));
             let mut worker = Worker::new(&host, 1);
-            assert_eq!(worker.configure(&host, false), Configured::Missing);
+            assert_eq!(
+                worker.configure(&host, &mut VmState::default()),
+                Configured::Missing
+            );
             assert!(Configured::Missing.accepted());
             let warnings = host.logs(Level::Warn);
             assert_eq!(warnings.len(), 1);
@@ -764,7 +786,10 @@ mod tests {
             r#"{"groups":[{"namespace":"a","name":"g","members":[{"name":"m","weight":0}]}]}"#;
         let host = MockHost::with_config(invalid);
         let mut worker = Worker::new(&host, 1);
-        assert_eq!(worker.configure(&host, false), Configured::Rejected);
+        assert_eq!(
+            worker.configure(&host, &mut VmState::default()),
+            Configured::Rejected
+        );
         let warnings = host.logs(Level::Warn);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
@@ -783,7 +808,10 @@ mod tests {
 
         let (mut host, mut worker) = configured(CONFIG);
         host.config = Some(invalid.as_bytes().to_vec());
-        assert_eq!(worker.configure(&host, true), Configured::Rejected);
+        assert_eq!(
+            worker.configure(&host, &mut configured_vm()),
+            Configured::Rejected
+        );
         let errors = host.logs(Level::Error);
         assert_eq!(errors.len(), 1);
         assert!(
@@ -797,6 +825,27 @@ mod tests {
             2,
             "the previous plan still routes: {request:?}"
         );
+    }
+
+    fn configured_vm() -> VmState {
+        VmState {
+            configured_before: true,
+            missing_reported: false,
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn a_missing_configuration_is_reported_once_per_vm() {
+        let host = MockHost::with_raw_config(None);
+        let mut vm = VmState::default();
+        for context_id in 1..4 {
+            let mut worker = Worker::new(&host, context_id);
+            assert_eq!(worker.configure(&host, &mut vm), Configured::Missing);
+        }
+        assert_eq!(host.logs(Level::Warn).len(), 1);
+        assert_eq!(host.counter("modelsplit.config_rejected"), 1);
+        assert!(!vm.configured_before);
     }
 
     use std::collections::BTreeMap;

@@ -13,7 +13,7 @@
 //! contexts through an `Rc<RefCell<_>>` (borrowed with `try_borrow_mut`: a busy
 //! borrow, impossible on the single-threaded VM, would pass the request through).
 
-use crate::filter::{Stream, Worker};
+use crate::filter::{Stream, VmState, Worker};
 use crate::headers::HeaderBlock;
 use crate::host_api::{Host, HostError, Level};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -28,8 +28,10 @@ proxy_wasm::main! {{
 }}
 
 thread_local! {
-    /// Whether this VM ever accepted a configuration (decides the log level of a refusal).
-    static CONFIGURED_BEFORE: Cell<bool> = const { Cell::new(false) };
+    /// What this VM remembers across its root contexts.
+    static VM: Cell<VmState> = const {
+        Cell::new(VmState { configured_before: false, missing_reported: false })
+    };
 }
 
 // proxy-wasm ABI 0.2.1 status codes and enum values.
@@ -242,11 +244,9 @@ impl RootContext for Root {
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return false;
         };
-        let before = CONFIGURED_BEFORE.with(Cell::get);
-        let accepted = worker.configure(&ProxyWasm, before).accepted();
-        if accepted {
-            CONFIGURED_BEFORE.with(|c| c.set(true));
-        }
+        let mut vm = VM.with(Cell::get);
+        let accepted = worker.configure(&ProxyWasm, &mut vm).accepted();
+        VM.with(|cell| cell.set(vm));
         accepted
     }
 
