@@ -139,6 +139,36 @@ def render_table(r):
     return rows
 
 
+def previous_sections(text):
+    """The tables of the previous run, as (first line, lines) blocks, with the run's header line."""
+    if BEGIN not in text or END not in text:
+        return None, []
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n").split("\n")
+    measured = next((l for l in body if l.startswith("Measured ")), None)
+    blocks, current = [], None
+    for line in body:
+        if line.startswith("### ") or line.startswith("Counters of the"):
+            current = [line]
+            blocks.append(current)
+        elif current is not None:
+            current.append(line)
+    return measured, blocks
+
+
+def kept(previous, starts):
+    """Sections of a part not run this time: kept from the previous run, and marked so."""
+    measured, blocks = previous
+    out = []
+    for block in blocks:
+        if block[0].startswith(starts):
+            lines = list(block)
+            if lines[0].startswith("### ") and measured and "(kept from" not in lines[0]:
+                when = measured.split(" on ", 1)[0].removeprefix("Measured ")
+                lines[0] += f" (kept from the run of {when}: not re-run this time)"
+            out += lines
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--dataplane")
@@ -148,6 +178,11 @@ def main():
     p.add_argument("--out", required=True)
     a = p.parse_args()
     env = json.load(open(a.env))
+    try:
+        current = open(a.out).read()
+    except FileNotFoundError:
+        current = f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    previous = previous_sections(current)
     parts = [
         BEGIN,
         "",
@@ -163,19 +198,21 @@ def main():
             parts += ["### Targets (data path)", "", "| target | goal | measured | |", "|---|---|---:|---|"] + targets + [""]
         if counters:
             parts += [f"Counters of the 10-group modelsplit Envoy after the run (checks, warm-up and all its cells): {counters}.", ""]
+    else:
+        parts += kept(previous, ("### Data path", "### Targets (data path)", "Counters of the"))
     if a.criterion:
         rows, memory = criterion_table(open(a.criterion).read())
         parts += ["### Filter core (criterion, native, `cargo bench -p modelsplit-filter --bench core`)", ""] + rows + [""]
         parts += [f"- {m}" for m in memory] + [""]
+    else:
+        parts += kept(previous, ("### Filter core",))
     if a.render:
         parts += ["### Controller: `modelsplit render` at scale", ""] + render_table(json.load(open(a.render))) + [""]
+    else:
+        parts += kept(previous, ("### Controller",))
     parts.append(END)
     tables = "\n".join(parts)
     print(tables)
-    try:
-        current = open(a.out).read()
-    except FileNotFoundError:
-        current = f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN in current and END in current:
         head, rest = current.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
