@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the two comparison filters (bench/wasm/empty, bench/wasm/bare) exactly the way
+# Builds the comparison filters (bench/wasm/empty, bare, bare-header) exactly the way
 # scripts/build-wasm.sh builds modelsplit: rustup's wasm32 target where installed, else
-# Debian's Rust with -Zbuild-std (DESIGN.md section 7). Prints the two .wasm paths.
+# Debian's Rust with -Zbuild-std (DESIGN.md section 7). Prints the .wasm paths, in that order.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
