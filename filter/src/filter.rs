@@ -44,8 +44,8 @@ const _: () = assert!(
 /// What one root context keeps.
 #[derive(Debug)]
 pub struct Worker {
-    /// `None` until a configuration was accepted, and after an empty one: everything
-    /// then passes through without a host call.
+    /// `None` until a configuration was accepted: everything then passes through
+    /// without a host call.
     plan: Option<Rc<Plan>>,
     counters: Counters,
     rng: Rng,
@@ -74,9 +74,7 @@ struct Routed {
 pub enum Configured {
     /// A valid configuration is in force.
     Accepted,
-    /// No configuration (absent or only whitespace): no groups, everything passes through.
-    Missing,
-    /// Refused; `configure` returns false and Envoy keeps the previous configuration.
+    /// Refused (invalid, or missing: absent or only whitespace); `configure` returns false and Envoy keeps the previous configuration.
     Rejected,
 }
 
@@ -86,8 +84,6 @@ pub enum Configured {
 pub struct VmState {
     /// Whether this VM ever accepted a configuration: a refusal then keeps a previous one.
     pub configured_before: bool,
-    /// Whether this VM logged and counted a missing configuration already.
-    pub missing_reported: bool,
 }
 
 impl Configured {
@@ -123,10 +119,10 @@ impl Worker {
 
     /// Reads, checks and installs the plugin configuration.
     ///
-    /// A refusal is logged at error level when the VM accepted a configuration before
-    /// (Envoy keeps that one), and at warn level at start, when there is none; it is
-    /// counted in `modelsplit.config_rejected`. A missing configuration is accepted as
-    /// "no groups", logged at warn level and counted there too, once per VM.
+    /// An invalid or missing (absent, empty, only whitespace) configuration is refused
+    /// with one log line naming the reason: at error level when the VM accepted a
+    /// configuration before (Envoy keeps that one), at warn level at start, when there
+    /// is none. Each refusal is counted in `modelsplit.config_rejected`.
     pub fn configure(&mut self, host: &impl Host, vm: &mut VmState) -> Configured {
         if !self.ticking {
             self.ticking = host.set_tick_period(TICK_MILLIS).is_ok();
@@ -158,19 +154,12 @@ impl Worker {
                 return Configured::Rejected;
             }
         };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            if !vm.missing_reported {
-                vm.missing_reported = true;
-                host.log(
-                    Level::Warn,
-                    "modelsplit: no configuration: no groups, every request passes through unchanged (group names meet no route)",
-                );
-                count(rejected);
-            }
-            self.install(host, None, host_error);
-            return Configured::Missing;
-        }
-        match Plan::from_json(&bytes) {
+        let parsed = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Err("there is no configuration (the plugin configuration is empty)".to_string())
+        } else {
+            Plan::from_json(&bytes).map_err(|e| e.to_string())
+        };
+        match parsed {
             Ok(plan) => {
                 host.log(
                     Level::Info,
@@ -180,7 +169,7 @@ impl Worker {
                         plan.member_count()
                     ),
                 );
-                self.install(host, Some(plan), host_error);
+                self.install(host, plan, host_error);
                 vm.configured_before = true;
                 Configured::Accepted
             }
@@ -203,13 +192,8 @@ impl Worker {
     }
 
     /// Flushes the old plan's counts, then makes `plan` the one in force with its counters.
-    fn install(&mut self, host: &impl Host, plan: Option<Plan>, host_error: Option<u32>) {
+    fn install(&mut self, host: &impl Host, plan: Plan, host_error: Option<u32>) {
         self.counters.flush(host);
-        let Some(plan) = plan else {
-            self.plan = None;
-            self.counters = Counters::default();
-            return;
-        };
         let mut ids = Vec::with_capacity(FIXED_SLOTS + plan.member_count());
         ids.push(host_error);
         ids.push(host.define_counter(OVERRIDE_IGNORED_COUNTER).ok());
@@ -760,23 +744,34 @@ mod tests {
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    fn a_missing_configuration_passes_everything_through_and_is_logged_once_and_counted() {
+    fn a_missing_configuration_is_refused_like_an_invalid_one() {
         for config in [None, Some(""), Some(" \n")] {
             let host = MockHost::with_raw_config(config.map(str::as_bytes));
             let mut worker = Worker::new(&host, 1);
-            assert_eq!(
-                worker.configure(&host, &mut VmState::default()),
-                Configured::Missing
-            );
-            assert!(Configured::Missing.accepted());
+            let mut vm = VmState::default();
+            assert_eq!(worker.configure(&host, &mut vm), Configured::Rejected);
             let warnings = host.logs(Level::Warn);
             assert_eq!(warnings.len(), 1);
-            assert!(warnings[0].contains("no configuration"), "{warnings:?}");
+            assert!(
+                warnings[0].contains("rejected configuration at start: there is no configuration"),
+                "{warnings:?}"
+            );
             assert_eq!(host.counter("modelsplit.config_rejected"), 1);
             assert!(host.defined("modelsplit.host_error"));
+            assert!(!vm.configured_before);
             let (request, response) = send(&host, &mut worker, &[(":path", PATH)]);
             assert_eq!((request, response), (vec![], vec![]), "no host call at all");
         }
+        // Later (a previous configuration in force): at error level, and it keeps routing.
+        let (mut host, mut worker) = configured(CONFIG);
+        host.config = Some(Vec::new());
+        assert_eq!(
+            worker.configure(&host, &mut configured_vm()),
+            Configured::Rejected
+        );
+        assert_eq!(host.logs(Level::Error).len(), 1);
+        let (request, _) = send(&host, &mut worker, &[(":path", PATH)]);
+        assert_eq!(request.len(), 2, "{request:?}");
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -830,22 +825,7 @@ mod tests {
     fn configured_vm() -> VmState {
         VmState {
             configured_before: true,
-            missing_reported: false,
         }
-    }
-
-    #[cfg_attr(not(target_arch = "wasm32"), test)]
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-    fn a_missing_configuration_is_reported_once_per_vm() {
-        let host = MockHost::with_raw_config(None);
-        let mut vm = VmState::default();
-        for context_id in 1..4 {
-            let mut worker = Worker::new(&host, context_id);
-            assert_eq!(worker.configure(&host, &mut vm), Configured::Missing);
-        }
-        assert_eq!(host.logs(Level::Warn).len(), 1);
-        assert_eq!(host.counter("modelsplit.config_rejected"), 1);
-        assert!(!vm.configured_before);
     }
 
     use std::collections::BTreeMap;

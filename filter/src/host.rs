@@ -30,7 +30,7 @@ proxy_wasm::main! {{
 thread_local! {
     /// What this VM remembers across its root contexts.
     static VM: Cell<VmState> = const {
-        Cell::new(VmState { configured_before: false, missing_reported: false })
+        Cell::new(VmState { configured_before: false })
     };
 }
 

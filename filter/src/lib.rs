@@ -49,7 +49,7 @@
 //!   the member (namespace and member names contain no dots; the group is in between);
 //! - `wasmcustom.modelsplit.override_ignored` — override header naming a non-member;
 //! - `wasmcustom.modelsplit.config_rejected` — configurations refused, counted once per
-//!   VM that refused it (main thread and each worker), and starts without one;
+//!   VM that refused it (main thread and each worker), a missing one included;
 //! - `wasmcustom.modelsplit.host_error` — requests passed through because a host call
 //!   answered an unexpected status.
 //!

@@ -15,8 +15,8 @@ pub const COUNTER_PREFIX: &str = "modelsplit";
 pub const ENVOY_STATS_PREFIX: &str = "wasmcustom.";
 /// Counter of requests that named a non-member in the override header.
 pub const OVERRIDE_IGNORED_COUNTER: &str = "modelsplit.override_ignored";
-/// Counter of configurations the filter refused (the previous one stays in force),
-/// and of starts without any configuration.
+/// Counter of configurations the filter refused, invalid or missing (the previous one
+/// stays in force).
 pub const CONFIG_REJECTED_COUNTER: &str = "modelsplit.config_rejected";
 /// Counter of requests passed through unchanged because the host answered a call
 /// with an unexpected status.
