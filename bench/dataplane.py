@@ -310,6 +310,13 @@ def instances(wasm, ports):
     simple("none", [], direct_routes(), "no filter")
     simple("empty", [wasm_filter(wasm["empty"])], direct_routes(), "empty proxy-wasm filter")
     simple("bare", [wasm_filter(wasm["bare"])], direct_routes(), "bare wasm: read + write :path")
+    if wasm.get("bare-header"):
+        simple(
+            "bare-header",
+            [wasm_filter(wasm["bare-header"])],
+            direct_routes(),
+            "bare wasm: read + write mm-vmodel-id",
+        )
     for groups in (10, 1000, 10000):
         simple(
             f"modelsplit-{groups}",
@@ -442,6 +449,14 @@ CELLS = [
     ("none-grpc", "none", *GRPC, "(1g) no filter, gRPC-style request", {"unrouted"}, False),
     ("empty", "empty", *REST, "(2) empty wasm filter", {"unrouted"}, False),
     ("bare", "bare", *REST, "(3) bare wasm: read+write :path (floor)", {"ai-model-one"}, False),
+    (
+        "bare-grpc",
+        "bare-header",
+        *GRPC,
+        "(3g) bare wasm: read+write mm-vmodel-id (gRPC floor)",
+        {"ai-model-one"},
+        False,
+    ),
     ("ms-rest", "modelsplit-10", *REST, "(4) modelsplit REST group", MEMBERS, True),
     ("ms-grpc", "modelsplit-10", *GRPC, "(4) modelsplit gRPC header", MEMBERS, True),
     (
@@ -598,6 +613,7 @@ def main():
     p.add_argument("--modelsplit-wasm", required=True)
     p.add_argument("--empty-wasm", required=True)
     p.add_argument("--bare-wasm", required=True)
+    p.add_argument("--bare-header-wasm", help="the gRPC floor: reads and writes one header (cell bare-grpc)")
     p.add_argument("--alt-wasm", help="another build of modelsplit to compare (cells alt-*)")
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 5)))
@@ -612,10 +628,13 @@ def main():
     wasm = {"modelsplit": args.modelsplit_wasm, "empty": args.empty_wasm, "bare": args.bare_wasm}
     if args.alt_wasm:
         wasm["alt"] = args.alt_wasm
+    if args.bare_header_wasm:
+        wasm["bare-header"] = args.bare_header_wasm
     for k, v in wasm.items():
         if not os.path.isfile(v):
             sys.exit(f"{k} wasm not found: {v}")
     cells = [c for c in CELLS if args.alt_wasm or not c[0].startswith("alt-")]
+    cells = [c for c in cells if args.bare_header_wasm or c[0] != "bare-grpc"]
     if args.only:
         wanted = set(args.only.split(","))
         cells = [c for c in cells if c[0] in wanted]

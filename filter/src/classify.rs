@@ -39,8 +39,8 @@ pub fn classify_rest(plan: &Plan, path: &[u8]) -> Option<RestMatch> {
     let after_prefix = path.strip_prefix(plan.rest_prefix())?;
     let after_slash = after_prefix.strip_prefix(b"/")?;
     let ns_len = after_slash.iter().position(|&b| b == b'/')?;
-    let namespace = &after_slash[..ns_len];
-    let after_models = after_slash[ns_len..].strip_prefix(MODELS)?;
+    let (namespace, after_namespace) = after_slash.split_at_checked(ns_len)?;
+    let after_models = after_namespace.strip_prefix(MODELS)?;
     let name_len = after_models
         .iter()
         .position(|&b| b == b'/' || b == b'?')
@@ -61,7 +61,7 @@ pub fn classify_rest(plan: &Plan, path: &[u8]) -> Option<RestMatch> {
 /// empty, a query, or `/segment/...` without empty, dot or encoded-separator segments?
 fn is_plain_remainder(rest: &[u8]) -> bool {
     let path_part = match rest.iter().position(|&b| b == b'?') {
-        Some(q) => &rest[..q],
+        Some(q) => rest.get(..q).unwrap_or(rest),
         None => rest,
     };
     if path_part.is_empty() {
@@ -90,12 +90,12 @@ fn is_plain_segment(segment: &[u8]) -> bool {
 
 /// `%2F`, `%5C` and `%2E` (any case) could turn into `/`, `\` or `.` further on.
 fn has_encoded_separator(segment: &[u8]) -> bool {
-    segment.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_uppercase()),
-                (b'2', b'F') | (b'5', b'C') | (b'2', b'E')
-            )
+    segment.windows(3).any(|w| match *w {
+        [b'%', high, low] => matches!(
+            (high, low.to_ascii_uppercase()),
+            (b'2', b'F') | (b'5', b'C') | (b'2', b'E')
+        ),
+        _ => false,
     })
 }
 

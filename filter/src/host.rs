@@ -1,94 +1,265 @@
-//! proxy-wasm glue (wasm32 only): read host values, call the core, write results.
+//! proxy-wasm glue (wasm32 only): the [`Host`] over proxy-wasm's ABI, and the SDK's
+//! root and HTTP contexts forwarding to [`crate::filter`].
 //!
-//! One [`Root`] per worker VM (and one per plugin configuration): it compiles the
-//! configuration in `on_configure` and hands the plan, its counter ids and the
-//! worker's PRNG to each request's [`Request`] context through `Rc`s.
+//! The host is called through the raw ABI, not through the SDK's `hostcalls`: those
+//! return `Result` but panic on any status they do not expect, and with
+//! `panic = "abort"` a panic kills the worker's VM. Here every status other than the
+//! documented ones becomes a [`HostError`]. Statuses are read as `u32`, never as an
+//! enum, so a status number unknown to this build is an error too, not undefined
+//! behaviour.
+//!
+//! One [`Root`] per worker VM and configuration (Envoy makes a new root context for
+//! each configuration it pushes); its [`Worker`] is shared with the root's HTTP
+//! contexts through an `Rc<RefCell<_>>` (borrowed with `try_borrow_mut`: a busy
+//! borrow, impossible on the single-threaded VM, would pass the request through).
 
-use crate::choose::Rng;
-use crate::plan::{Plan, CONFIG_REJECTED_COUNTER, OVERRIDE_IGNORED_COUNTER};
-use crate::route::{route, RequestHeaders, Rewrite};
-use proxy_wasm::hostcalls;
+use crate::filter::{Stream, VmState, Worker};
+use crate::headers::HeaderBlock;
+use crate::host_api::{Host, HostError, Level};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use std::cell::Cell;
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::{Cell, RefCell};
+use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    // No `proxy_wasm::set_log_level`: its logger and panic hook unwrap host statuses.
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
 }}
 
-/// A compiled plan with the host's ids of its per-member counters.
-struct Active {
-    plan: Plan,
-    /// Indexed by `Member::counter_index`; `None` where the host refused the metric.
-    request_counters: Box<[Option<u32>]>,
-    override_ignored: Option<u32>,
+thread_local! {
+    /// What this VM remembers across its root contexts.
+    static VM: Cell<VmState> = const {
+        Cell::new(VmState { configured_before: false })
+    };
+}
+
+// proxy-wasm ABI 0.2.1 status codes and enum values.
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const METRIC_COUNTER: u32 = 0;
+const LOG_INFO: u32 = 2;
+const LOG_WARN: u32 = 3;
+const LOG_ERROR: u32 = 4;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+}
+
+fn status(code: u32) -> Result<(), HostError> {
+    match code {
+        OK => Ok(()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Takes ownership of bytes the host wrote into module memory. The host allocates
+/// them through the SDK's `proxy_on_memory_allocate` (a boxed `[u8]` of exactly
+/// `size` bytes), which is why they are reclaimed as a `Vec` of that capacity.
+fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `data` was allocated by `proxy_on_memory_allocate(size)` for this call
+    // and handed to us; nothing else holds it.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// proxy-wasm's host: the calls apply to the context the host is currently calling.
+struct ProxyWasm;
+
+impl ProxyWasm {
+    fn get_header(&self, map: u32, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers to a live `str` and to two locals, as the ABI asks.
+        let code = unsafe {
+            proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        match code {
+            OK => Ok(Some(host_bytes(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(HostError(other)),
+        }
+    }
+
+    fn set_header(&self, map: u32, name: &str, value: &[u8]) -> Result<(), HostError> {
+        // SAFETY: pointers to a live `str` and slice with their lengths.
+        status(unsafe {
+            proxy_replace_header_map_value(
+                map,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+}
+
+impl Host for ProxyWasm {
+    fn request_headers(&self) -> Result<HeaderBlock, HostError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers to two locals, as the ABI asks.
+        let code = unsafe { proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &mut data, &mut size) };
+        match code {
+            OK => Ok(HeaderBlock::new(host_bytes(data, size))),
+            NOT_FOUND => Ok(HeaderBlock::default()),
+            other => Err(HostError(other)),
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.get_header(MAP_REQUEST_HEADERS, name)
+    }
+
+    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.set_header(MAP_REQUEST_HEADERS, name, value)
+    }
+
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.set_header(MAP_RESPONSE_HEADERS, name, value)
+    }
+
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        let mut id = 0u32;
+        // SAFETY: pointer to a live `str` and to a local.
+        status(unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
+    }
+
+    fn add_to_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
+        let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+        // SAFETY: no pointers.
+        status(unsafe { proxy_increment_metric(id, delta) })
+    }
+
+    fn now_nanos(&self) -> Result<u64, HostError> {
+        let mut nanos = 0u64;
+        // SAFETY: pointer to a local.
+        status(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+        Ok(nanos)
+    }
+
+    fn set_tick_period(&self, millis: u32) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_tick_period_milliseconds(millis) })
+    }
+
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers to two locals, as the ABI asks.
+        let code = unsafe {
+            proxy_get_buffer_bytes(
+                BUFFER_PLUGIN_CONFIGURATION,
+                0,
+                usize::MAX,
+                &mut data,
+                &mut size,
+            )
+        };
+        match code {
+            OK if data.is_null() => Ok(None),
+            OK => Ok(Some(host_bytes(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(HostError(other)),
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Info => LOG_INFO,
+            Level::Warn => LOG_WARN,
+            Level::Error => LOG_ERROR,
+        };
+        // SAFETY: pointer to a live `str` with its length. A failing log has nowhere to go.
+        let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+    }
 }
 
 struct Root {
-    active: Option<Rc<Active>>,
-    rng: Rc<Cell<Rng>>,
+    worker: Rc<RefCell<Worker>>,
 }
 
 impl Root {
     fn new(context_id: u32) -> Root {
-        // The one host call for randomness in this worker's life.
-        let nanos = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as u64);
         Root {
-            active: None,
-            rng: Rc::new(Cell::new(Rng::from_host(nanos, context_id))),
+            worker: Rc::new(RefCell::new(Worker::new(&ProxyWasm, context_id))),
         }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            worker.done(&ProxyWasm);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        // Defined up front so that `/stats` shows it, at 0, from the first configuration on.
-        let rejected = counter(CONFIG_REJECTED_COUNTER);
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Plan::from_json(&bytes) {
-            Ok(plan) => {
-                let request_counters = plan.counter_names().map(|n| counter(&n)).collect();
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "modelsplit: configured {} groups with {} members",
-                        plan.groups().len(),
-                        plan.member_count()
-                    ),
-                );
-                self.active = Some(Rc::new(Active {
-                    plan,
-                    request_counters,
-                    override_ignored: counter(OVERRIDE_IGNORED_COUNTER),
-                }));
-                true
-            }
-            Err(reason) => {
-                log(
-                    LogLevel::Error,
-                    &format!(
-                        "modelsplit: rejected configuration: {reason}; keeping the previous one"
-                    ),
-                );
-                increment(rejected);
-                false
-            }
+        let Ok(mut worker) = self.worker.try_borrow_mut() else {
+            return false;
+        };
+        let mut vm = VM.with(Cell::get);
+        let accepted = worker.configure(&ProxyWasm, &mut vm).accepted();
+        VM.with(|cell| cell.set(vm));
+        accepted
+    }
+
+    fn on_tick(&mut self) {
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            worker.tick(&ProxyWasm);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
-            active: self.active.clone(),
-            rng: Rc::clone(&self.rng),
-            routed: None,
+            worker: Rc::clone(&self.worker),
+            stream: Stream::default(),
         }))
     }
 
@@ -98,87 +269,24 @@ impl RootContext for Root {
 }
 
 struct Request {
-    /// `None` only before a first valid configuration: then everything passes through.
-    active: Option<Rc<Active>>,
-    rng: Rc<Cell<Rng>>,
-    /// (group, member) chosen for this request, for the response header.
-    routed: Option<(usize, usize)>,
-}
-
-/// Header reads through the host, as bytes so that non-UTF-8 values never fail.
-struct HostHeaders<'a>(&'a Request);
-
-impl RequestHeaders for HostHeaders<'_> {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.get_http_request_header_bytes(name)
-    }
+    worker: Rc<RefCell<Worker>>,
+    stream: Stream,
 }
 
 impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(active) = self.active.clone() else {
-            return Action::Continue;
-        };
-        let mut rng = self.rng.get();
-        let decision = route(&active.plan, &mut rng, &HostHeaders(self));
-        self.rng.set(rng);
-        let Some(decision) = decision else {
-            return Action::Continue;
-        };
-        if decision.override_ignored {
-            increment(active.override_ignored);
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            worker.on_request_headers(&ProxyWasm, &mut self.stream);
         }
-        let Some(member) = decision.member_in(&active.plan) else {
-            return Action::Continue;
-        };
-        // Changing a request header makes Envoy clear the route cache: the
-        // request is then routed as the member.
-        match &decision.rewrite {
-            Rewrite::Path(path) => self.set_http_request_header_bytes(":path", Some(path)),
-            Rewrite::ModelHeader => self.set_http_request_header_bytes(
-                active.plan.grpc_header(),
-                Some(member.name.as_bytes()),
-            ),
-        }
-        increment(
-            active
-                .request_counters
-                .get(member.counter_index)
-                .copied()
-                .flatten(),
-        );
-        self.routed = Some((decision.group, decision.member));
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(active), Some((group, member))) = (&self.active, self.routed) else {
-            return Action::Continue;
-        };
-        let Some(header) = active.plan.routed_header() else {
-            return Action::Continue;
-        };
-        if let Some(member) = active.plan.group(group).and_then(|g| g.members.get(member)) {
-            // Set, not add: exactly one value, which an upstream cannot forge.
-            self.set_http_response_header_bytes(header, Some(member.name.as_bytes()));
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            worker.on_response_headers(&ProxyWasm, &mut self.stream);
         }
         Action::Continue
     }
-}
-
-/// Defines (or finds: Envoy keeps one counter per name) a counter.
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
-}
-
-fn increment(counter: Option<u32>) {
-    if let Some(id) = counter {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
 }

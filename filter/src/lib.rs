@@ -9,7 +9,12 @@
 //! - [`classify`]: is a request a group request (REST path or gRPC header)?
 //! - [`choose`]: which member: override, sticky (rendezvous hashing) or weighted random.
 //! - [`route`]: the whole per-request decision over a [`route::RequestHeaders`] source.
-//! - `host` (wasm32 only): the proxy-wasm contexts; thin glue around [`route::route`].
+//! - [`headers`]: all request headers from one host call, looked up in module memory.
+//! - [`counters`]: request counters added up per worker, flushed to the host on a tick.
+//! - [`host_api`]: the [`host_api::Host`] trait, everything the filter asks of its host.
+//! - [`filter`]: the filter's life over a `Host`: configuration, ticks, requests.
+//! - `host` (wasm32 only): `Host` over proxy-wasm's raw ABI and the SDK's contexts,
+//!   forwarding to [`filter`].
 //!
 //! # Using the core
 //!
@@ -44,13 +49,33 @@
 //!   the member (namespace and member names contain no dots; the group is in between);
 //! - `wasmcustom.modelsplit.override_ignored` — override header naming a non-member;
 //! - `wasmcustom.modelsplit.config_rejected` — configurations refused, counted once per
-//!   VM that refused it (main thread and each worker).
+//!   VM that refused it (main thread and each worker), a missing one included;
+//! - `wasmcustom.modelsplit.host_error` — requests passed through because a host call
+//!   answered an unexpected status.
+//!
+//! Request counters are flushed per worker every 500 ms: `/stats` lags by at most 1 s.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod choose;
 pub mod classify;
 pub mod config;
+pub mod counters;
+pub mod filter;
+pub mod headers;
+pub mod host_api;
 pub mod plan;
 pub mod route;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod host;
+#[cfg(test)]
+mod mock_host;

@@ -15,8 +15,12 @@ pub const COUNTER_PREFIX: &str = "modelsplit";
 pub const ENVOY_STATS_PREFIX: &str = "wasmcustom.";
 /// Counter of requests that named a non-member in the override header.
 pub const OVERRIDE_IGNORED_COUNTER: &str = "modelsplit.override_ignored";
-/// Counter of configurations the filter refused (the previous one stays in force).
+/// Counter of configurations the filter refused, invalid or missing (the previous one
+/// stays in force).
 pub const CONFIG_REJECTED_COUNTER: &str = "modelsplit.config_rejected";
+/// Counter of requests passed through unchanged because the host answered a call
+/// with an unexpected status.
+pub const HOST_ERROR_COUNTER: &str = "modelsplit.host_error";
 
 /// The name of the per-member request counter:
 /// `modelsplit.requests.<namespace>.<group>.<member>`.

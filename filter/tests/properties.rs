@@ -4,6 +4,12 @@
 //! - weighted and sticky shares converge to the weights;
 //! - sticky is a pure function of (group, key): other groups, member order, the
 //!   random state and repeated calls change nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![cfg(not(target_arch = "wasm32"))]
 
 use modelsplit_filter::choose::{self, How, Rng};

@@ -289,7 +289,31 @@ impl Gateway {
     }
 
     /// Stats whose names match the regular expression `filter` (Envoy's `/stats?filter=`).
+    ///
+    /// When the filter's counters may be among them, this first lets every worker's
+    /// counts reach Envoy: the filter adds them up per worker and flushes them on its
+    /// tick (filter README: at most 1 s later). It waits two ticks, then reads until
+    /// two reads one tick apart agree, so all requests sent before the call are counted.
     pub async fn stats_filtered(&self, filter: &str) -> Result<Stats, HarnessError> {
+        if !(filter.is_empty() || filter.contains("modelsplit")) {
+            return self.stats_now(filter).await;
+        }
+        let tick = Duration::from_millis(u64::from(modelsplit_filter::filter::TICK_MILLIS));
+        tokio::time::sleep(2 * tick).await;
+        let mut stats = self.stats_now(filter).await?;
+        for _ in 0..20 {
+            tokio::time::sleep(tick).await;
+            let again = self.stats_now(filter).await?;
+            if again.0 == stats.0 {
+                break;
+            }
+            stats = again;
+        }
+        Ok(stats)
+    }
+
+    /// Stats as Envoy has them right now.
+    async fn stats_now(&self, filter: &str) -> Result<Stats, HarnessError> {
         let url = format!(
             "http://{}/stats?filter={}",
             self.admin,
