@@ -9,6 +9,8 @@
 //! - [`classify`]: is a request a group request (REST path or gRPC header)?
 //! - [`choose`]: which member: override, sticky (rendezvous hashing) or weighted random.
 //! - [`route`]: the whole per-request decision over a [`route::RequestHeaders`] source.
+//! - [`grpc_frame`]: the gRPC frame and protobuf id field (`model_name`) of a KServe v2 request.
+//! - [`grpc_body`]: the body phase of a KServe v2 gRPC call: the group named in `model_name`.
 //! - `host` (wasm32 only): the proxy-wasm contexts; thin glue around [`route::route`].
 //!
 //! # Using the core
@@ -49,8 +51,12 @@
 pub mod choose;
 pub mod classify;
 pub mod config;
+pub mod grpc_body;
+pub mod grpc_frame;
 pub mod plan;
 pub mod route;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod host;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod host_body;
