@@ -5,8 +5,11 @@
 //! worker's PRNG to each request's [`Request`] context through `Rc`s.
 
 use crate::choose::Rng;
+use crate::grpc_body::{self, MessageHost, Outcome};
+use crate::grpc_frame::{IdScanner, INVALID_ARGUMENT};
+use crate::host_body;
 use crate::plan::{Plan, CONFIG_REJECTED_COUNTER, OVERRIDE_IGNORED_COUNTER};
-use crate::route::{route, RequestHeaders, Rewrite};
+use crate::route::{route, Decision, RequestHeaders, Rewrite};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
@@ -89,6 +92,8 @@ impl RootContext for Root {
             active: self.active.clone(),
             rng: Rc::clone(&self.rng),
             routed: None,
+            message: None,
+            buffered: 0,
         }))
     }
 
@@ -103,6 +108,99 @@ struct Request {
     rng: Rc<Cell<Rng>>,
     /// (group, member) chosen for this request, for the response header.
     routed: Option<(usize, usize)>,
+    /// Set while a KServe v2 gRPC call waits for its message's id field.
+    message: Option<IdScanner>,
+    /// Body bytes buffered at the last body callback (the trailers callback has no size).
+    buffered: usize,
+}
+
+impl Request {
+    /// Counts a decision already applied to the request and remembers it for the response.
+    fn count(&mut self, active: &Active, decision: &Decision) {
+        if decision.override_ignored {
+            increment(active.override_ignored);
+        }
+        if let Some(member) = decision.member_in(&active.plan) {
+            increment(
+                active
+                    .request_counters
+                    .get(member.counter_index)
+                    .copied()
+                    .flatten(),
+            );
+            self.routed = Some((decision.group, decision.member));
+        }
+    }
+
+    /// A body callback (or the trailers: `end_of_stream`) of a call waiting for its message.
+    fn on_message(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(active), Some(mut scanner)) = (self.active.clone(), self.message.take()) else {
+            return Action::Continue;
+        };
+        self.buffered = body_size;
+        let mut rng = self.rng.get();
+        let host = HostMessage {
+            request: self,
+            body_size,
+        };
+        let outcome =
+            grpc_body::on_body(&active.plan, &mut rng, &mut scanner, &host, end_of_stream);
+        self.rng.set(rng);
+        match outcome {
+            Outcome::Wait => {
+                self.message = Some(scanner);
+                Action::Pause
+            }
+            Outcome::Continue(decision) => {
+                if let Some(decision) = decision {
+                    self.count(&active, &decision);
+                }
+                Action::Continue
+            }
+            Outcome::Reject(message) => {
+                log(LogLevel::Debug, &message);
+                host_body::send_grpc_error(
+                    INVALID_ARGUMENT,
+                    &message,
+                    "modelsplit_invalid_grpc_request",
+                );
+                Action::Pause
+            }
+        }
+    }
+}
+
+/// The body phase's view of the request: headers through the host, the body buffered so far.
+struct HostMessage<'a> {
+    request: &'a Request,
+    body_size: usize,
+}
+
+impl RequestHeaders for HostMessage<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.request.get_http_request_header_bytes(name)
+    }
+}
+
+impl MessageHost for HostMessage<'_> {
+    fn set_request_header(&self, name: &str, value: &[u8]) {
+        // Envoy clears the route cache on any request header change, also in the body
+        // phase: the request, whose headers wait, is then routed as the member.
+        self.request
+            .set_http_request_header_bytes(name, Some(value));
+    }
+    fn remove_request_header(&self, name: &str) {
+        self.request.set_http_request_header_bytes(name, None);
+    }
+    fn buffered(&self) -> usize {
+        self.body_size
+    }
+    fn read_body(&self, start: usize, len: usize) -> Vec<u8> {
+        host_body::read_request_body(start, len)
+    }
+    fn replace_body_prefix(&self, len: usize, with: &[u8]) -> bool {
+        host_body::replace_request_body_prefix(len, with)
+    }
 }
 
 /// Header reads through the host, as bytes so that non-UTF-8 values never fail.
@@ -117,19 +215,22 @@ impl RequestHeaders for HostHeaders<'_> {
 impl Context for Request {}
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
+        // KServe v2 gRPC calls name their model in the message: wait for it (this needs
+        // `allow_on_headers_stop_iteration` in the Wasm plugin configuration).
+        if grpc_body::waits_for_message(&active.plan, &HostHeaders(self), end_of_stream) {
+            self.message = Some(IdScanner::new());
+            return Action::Pause;
+        }
         let mut rng = self.rng.get();
         let decision = route(&active.plan, &mut rng, &HostHeaders(self));
         self.rng.set(rng);
         let Some(decision) = decision else {
             return Action::Continue;
         };
-        if decision.override_ignored {
-            increment(active.override_ignored);
-        }
         let Some(member) = decision.member_in(&active.plan) else {
             return Action::Continue;
         };
@@ -137,20 +238,22 @@ impl HttpContext for Request {
         // request is then routed as the member.
         match &decision.rewrite {
             Rewrite::Path(path) => self.set_http_request_header_bytes(":path", Some(path)),
-            Rewrite::ModelHeader => self.set_http_request_header_bytes(
+            Rewrite::ModelHeader | Rewrite::MessageId => self.set_http_request_header_bytes(
                 active.plan.grpc_header(),
                 Some(member.name.as_bytes()),
             ),
         }
-        increment(
-            active
-                .request_counters
-                .get(member.counter_index)
-                .copied()
-                .flatten(),
-        );
-        self.routed = Some((decision.group, decision.member));
+        self.count(&active, &decision);
         Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_message(body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the request: a message still incomplete is truncated.
+        self.on_message(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
