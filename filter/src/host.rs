@@ -7,15 +7,16 @@
 use crate::choose::Rng;
 use crate::grpc_body::{self, MessageHost, Outcome};
 use crate::grpc_frame::{IdScanner, INVALID_ARGUMENT};
+use crate::hold::{HoldWatch, WATCH_TICK_MILLIS};
 use crate::host_body;
 use crate::plan::{Plan, CONFIG_REJECTED_COUNTER, OVERRIDE_IGNORED_COUNTER};
 use crate::route::{route, Decision, RequestHeaders, Rewrite};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-use std::cell::Cell;
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -33,6 +34,8 @@ struct Active {
 struct Root {
     active: Option<Rc<Active>>,
     rng: Rc<Cell<Rng>>,
+    /// Whether this worker's Envoy passes the body while headers are held (crate::hold).
+    watch: Rc<RefCell<HoldWatch>>,
 }
 
 impl Root {
@@ -45,6 +48,7 @@ impl Root {
         Root {
             active: None,
             rng: Rc::new(Cell::new(Rng::from_host(nanos, context_id))),
+            watch: Rc::default(),
         }
     }
 }
@@ -87,8 +91,46 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let expired = self.watch.borrow_mut().expired(now_nanos());
+        if self.watch.borrow_mut().report_broken() {
+            log(
+                LogLevel::Error,
+                "modelsplit: Envoy did not pass a held gRPC call's body to the filter within 1 s: \
+                 the Wasm filter needs `allow_on_headers_stop_iteration: true` in its PluginConfig \
+                 (Envoy 1.35 and later; Istio's WasmPlugin cannot set it). Until then this worker \
+                 routes gRPC calls by the mm-vmodel-id header only, and a group named in \
+                 model_name is not split",
+            );
+        }
+        for context in expired {
+            if !host_body::set_effective_context(context) {
+                continue;
+            }
+            // Routed by its headers alone, as if it had never been held.
+            let mut routed = None;
+            if let Some(active) = &self.active {
+                let mut rng = self.rng.get();
+                let decision = route(&active.plan, &mut rng, &CurrentHeaders);
+                self.rng.set(rng);
+                if let Some(decision) = decision {
+                    if apply_header_decision(active, &decision).is_some() {
+                        routed = count(active, &decision);
+                    }
+                }
+            }
+            self.watch.borrow_mut().release(context, routed);
+            host_body::resume_request();
+        }
+        if !self.watch.borrow().watching() {
+            let _ = hostcalls::set_tick_period(Duration::ZERO);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
+            id: context_id,
+            watch: Rc::clone(&self.watch),
             active: self.active.clone(),
             rng: Rc::clone(&self.rng),
             routed: None,
@@ -103,6 +145,8 @@ impl RootContext for Root {
 }
 
 struct Request {
+    id: u32,
+    watch: Rc<RefCell<HoldWatch>>,
     /// `None` only before a first valid configuration: then everything passes through.
     active: Option<Rc<Active>>,
     rng: Rc<Cell<Rng>>,
@@ -117,19 +161,7 @@ struct Request {
 impl Request {
     /// Counts a decision already applied to the request and remembers it for the response.
     fn count(&mut self, active: &Active, decision: &Decision) {
-        if decision.override_ignored {
-            increment(active.override_ignored);
-        }
-        if let Some(member) = decision.member_in(&active.plan) {
-            increment(
-                active
-                    .request_counters
-                    .get(member.counter_index)
-                    .copied()
-                    .flatten(),
-            );
-            self.routed = Some((decision.group, decision.member));
-        }
+        self.routed = count(active, decision).or(self.routed);
     }
 
     /// A body callback (or the trailers: `end_of_stream`) of a call waiting for its message.
@@ -137,6 +169,9 @@ impl Request {
         let (Some(active), Some(mut scanner)) = (self.active.clone(), self.message.take()) else {
             return Action::Continue;
         };
+        if !self.watch.borrow_mut().body_arrived(self.id) {
+            return Action::Continue; // released by the watch: routed by its headers already
+        }
         self.buffered = body_size;
         let mut rng = self.rng.get();
         let host = HostMessage {
@@ -222,8 +257,14 @@ impl HttpContext for Request {
         // KServe v2 gRPC calls name their model in the message: wait for it (this needs
         // `allow_on_headers_stop_iteration` in the Wasm plugin configuration).
         if grpc_body::waits_for_message(&active.plan, &HostHeaders(self), end_of_stream) {
-            self.message = Some(IdScanner::new());
-            return Action::Pause;
+            let hold = self.watch.borrow_mut().hold(self.id, now_nanos());
+            if let Some(watched) = hold {
+                if watched {
+                    let _ = hostcalls::set_tick_period(Duration::from_millis(WATCH_TICK_MILLIS));
+                }
+                self.message = Some(IdScanner::new());
+                return Action::Pause;
+            }
         }
         let mut rng = self.rng.get();
         let decision = route(&active.plan, &mut rng, &HostHeaders(self));
@@ -231,19 +272,9 @@ impl HttpContext for Request {
         let Some(decision) = decision else {
             return Action::Continue;
         };
-        let Some(member) = decision.member_in(&active.plan) else {
-            return Action::Continue;
-        };
-        // Changing a request header makes Envoy clear the route cache: the
-        // request is then routed as the member.
-        match &decision.rewrite {
-            Rewrite::Path(path) => self.set_http_request_header_bytes(":path", Some(path)),
-            Rewrite::ModelHeader | Rewrite::MessageId => self.set_http_request_header_bytes(
-                active.plan.grpc_header(),
-                Some(member.name.as_bytes()),
-            ),
+        if apply_header_decision(&active, &decision).is_some() {
+            self.count(&active, &decision);
         }
-        self.count(&active, &decision);
         Action::Continue
     }
 
@@ -257,6 +288,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.routed.is_none() {
+            self.routed = self.watch.borrow_mut().take_released(self.id).flatten();
+        }
         let (Some(active), Some((group, member))) = (&self.active, self.routed) else {
             return Action::Continue;
         };
@@ -269,6 +303,61 @@ impl HttpContext for Request {
         }
         Action::Continue
     }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.watch.borrow_mut().gone(self.id);
+    }
+}
+
+/// Header reads of the effective context (from the root's tick).
+struct CurrentHeaders;
+
+impl RequestHeaders for CurrentHeaders {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+}
+
+/// Applies a header-route decision to the current request (changing a request header
+/// makes Envoy clear the route cache: the request is then routed as the member) and
+/// counts it; returns where it went.
+fn apply_header_decision(active: &Active, decision: &Decision) -> Option<(usize, usize)> {
+    let member = decision.member_in(&active.plan)?;
+    let (name, value): (&str, &[u8]) = match &decision.rewrite {
+        Rewrite::Path(path) => (":path", path),
+        Rewrite::ModelHeader | Rewrite::MessageId => {
+            (active.plan.grpc_header(), member.name.as_bytes())
+        }
+    };
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    Some((decision.group, decision.member))
+}
+
+/// Counts a decision applied to a request; returns where it went.
+fn count(active: &Active, decision: &Decision) -> Option<(usize, usize)> {
+    if decision.override_ignored {
+        increment(active.override_ignored);
+    }
+    let member = decision.member_in(&active.plan)?;
+    increment(
+        active
+            .request_counters
+            .get(member.counter_index)
+            .copied()
+            .flatten(),
+    );
+    Some((decision.group, decision.member))
+}
+
+fn now_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Defines (or finds: Envoy keeps one counter per name) a counter.

@@ -93,3 +93,27 @@ pub fn send_grpc_error(grpc_status: u32, message: &str, details: &str) -> bool {
         )
     }
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_continue_stream(stream_type: proxy_wasm::types::StreamType) -> Status;
+    fn proxy_set_effective_context(context_id: u32) -> Status;
+}
+
+/// Makes `context` the one later calls act on (from a root context's tick); false
+/// when it is gone.
+pub fn set_effective_context(context: u32) -> bool {
+    // SAFETY: a plain call with an integer argument.
+    unsafe { matches!(proxy_set_effective_context(context), Status::Ok) }
+}
+
+/// Resumes the effective context's held request.
+pub fn resume_request() -> bool {
+    // SAFETY: a plain call with an enum argument.
+    unsafe {
+        matches!(
+            proxy_continue_stream(proxy_wasm::types::StreamType::HttpRequest),
+            Status::Ok
+        )
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`route`]: the whole per-request decision over a [`route::RequestHeaders`] source.
 //! - [`grpc_frame`]: the gRPC frame and protobuf id field (`model_name`) of a KServe v2 request.
 //! - [`grpc_body`]: the body phase of a KServe v2 gRPC call: the group named in `model_name`.
+//! - [`hold`]: does the host pass the body while the filter holds the headers? (per worker)
 //! - `host` (wasm32 only): the proxy-wasm contexts; thin glue around [`route::route`].
 //!
 //! # Using the core
@@ -53,6 +54,7 @@ pub mod classify;
 pub mod config;
 pub mod grpc_body;
 pub mod grpc_frame;
+pub mod hold;
 pub mod plan;
 pub mod route;
 

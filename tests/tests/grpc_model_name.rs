@@ -331,7 +331,11 @@ async fn a_message_too_large_to_hold_fails_clearly_and_does_not_hang() {
     assert_eq!(reply.grpc_status, Some(2), "{reply:?}");
     assert_eq!(reply.grpc_message, "Payload Too Large", "{reply:?}");
     assert_eq!(reply.header(ROUTED_HEADER), None);
-    assert_eq!(fx.standin(NS).received(), vec![], "nothing reached ModelMesh");
+    assert_eq!(
+        fx.standin(NS).received(),
+        vec![],
+        "nothing reached ModelMesh"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,4 +414,66 @@ async fn compressed_and_malformed_messages_get_invalid_argument() {
     )
     .await;
     assert_eq!(live.grpc_status, Some(0), "{live:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_allow_on_headers_stop_iteration_calls_are_released_and_routed_by_header() {
+    let fx = fixture().await;
+    // Istio's WasmPlugin cannot set the flag: Envoy then turns the filter's
+    // StopIteration into StopAll and never passes it the body.
+    let mut ai_model = group(NS, "ai-model", &WEIGHTS);
+    ai_model.sticky_header = Some("x-user-id".into());
+    let ecds = fx
+        .gateway
+        .ecds_for(&FilterConfig::with_groups(vec![ai_model]));
+    let without = ecds.replace(
+        "\"allow_on_headers_stop_iteration\": true",
+        "\"allow_on_headers_stop_iteration\": false",
+    );
+    assert_ne!(without, ecds, "the local gateway sets the flag");
+    assert_eq!(
+        fx.gateway.push_ecds(&without).await.unwrap(),
+        modelsplit_e2e::gateway::ConfigOutcome::Applied
+    );
+    fx.standin(NS).clear();
+
+    // Header clients keep working: the first held calls of each worker are released
+    // (after about a second) and routed by their header; later ones are not held.
+    let mut client = fx.grpc().await;
+    for _ in 0..12 {
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            client.model_infer(modelsplit_e2e::infer::vmodel_request("ai-model")),
+        )
+        .await
+        .expect("released, not held forever")
+        .unwrap();
+        let model = reply.get_ref().model_name.clone();
+        assert!(
+            model == "ai-model-one" || model == "ai-model-two",
+            "{model}"
+        );
+        assert_eq!(header(reply.metadata(), ROUTED_HEADER), Some(model));
+    }
+    // A group in model_name alone is not split on such a host (as before): no route.
+    let status = client
+        .model_infer(ModelInferRequest {
+            model_name: "ai-model".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(
+        fx.gateway
+            .log()
+            .contains("needs `allow_on_headers_stop_iteration: true`"),
+        "the reason is logged"
+    );
+    let stats = fx.gateway.stats_filtered("modelsplit").await.unwrap();
+    let counted: u64 = WEIGHTS
+        .iter()
+        .map(|(m, _)| stats.get(&requests_counter_name(NS, "ai-model", m)))
+        .sum();
+    assert_eq!(counted, 12);
 }
