@@ -294,7 +294,7 @@ fn found(
 
 /// A field header ran out of bytes: malformed if they were all there, else wait.
 fn short(complete: bool, got: usize) -> Scan {
-    if complete || got >= MAX_VARINT_LEN * 2 + 1 {
+    if complete || got > MAX_VARINT_LEN * 2 {
         Scan::Invalid(Problem::BadVarint)
     } else {
         Scan::NeedMore
