@@ -8,7 +8,8 @@ core, CPU time of the Envoy worker thread per request from schedstat, variants
 alternating within each round. Requests are POSTs of one gRPC frame
 (`inference.GRPCInferenceService/ModelInfer`, content-type application/grpc) over
 HTTP/1.1 (wrk), which the filter treats exactly like HTTP/2: it holds the headers
-until the message's model name is read. Routes end in direct_response.
+until the message's model name is read. Routes end in direct_response, behind
+Envoy's buffer filter in every variant (see buffer_filter).
 
 The filter runs with `allow_on_headers_stop_iteration: true`, as it must for reading
 `model_name`. Every cell is checked before measuring (route, routed header, split).
@@ -30,6 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dataplane import (  # noqa: E402
     GRPC_PATH,
+    GROUP_PATH,
     ROUTED_HEADER,
     bootstrap,
     cpu_ns,
@@ -78,11 +80,27 @@ def modelsplit_filter(wasm):
 SIZES = {"1k": 1024, "1m": 1 << 20}
 
 
+def buffer_filter():
+    """Envoy's buffer filter before the router: the direct_response then comes after the
+    whole request, as a real upstream's would, and HTTP/1.1 connections stay open (an
+    answer sent before the request body ends makes Envoy close the connection, and the
+    cells would measure connection set-up)."""
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": 4 << 20,
+        },
+    }
+
+
 def cells():
     """(cell, instance, headers, model_name, size, label, expected routes, routed header)."""
     out = []
     for size in SIZES:
         out += [
+            (f"rest-{size}", "modelsplit", {"content-type": "application/json"}, b"", size,
+             f"modelsplit, REST group path (reference: no body reading), {size}", MEMBERS, True),
             (f"none-{size}", "none", {"mm-vmodel-id": "ai-model-one"}, b"", size,
              f"no filter, header names a member, {size}", {"ai-model-one"}, False),
             (f"hdr-{size}", "modelsplit", {"mm-vmodel-id": "ai-model"}, b"", size,
@@ -93,9 +111,13 @@ def cells():
     return out
 
 
-def post(port, headers, body):
+def path_of(cell):
+    return GROUP_PATH if cell[0].startswith("rest-") else GRPC_PATH
+
+
+def post(port, path, headers, body):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", GRPC_PATH, body=body, headers={"content-type": "application/grpc", **headers})
+    conn.request("POST", path, body=body, headers={"content-type": "application/grpc", **headers})
     resp = conn.getresponse()
     resp.read()
     out = resp.status, resp.getheader("x-bench-route"), resp.getheader(ROUTED_HEADER)
@@ -107,7 +129,7 @@ def check(cell, port, body):
     name, _, headers, _, _, label, routes, wants_routed = cell
     seen = set()
     for _ in range(30):
-        status, route, routed = post(port, headers, body)
+        status, route, routed = post(port, path_of(cell), headers, body)
         if status != 200 or route not in routes:
             sys.exit(f"{label}: got {status} {route!r}, expected one of {sorted(routes)}")
         if wants_routed and routed != route:
@@ -130,7 +152,7 @@ def run_wrk(cell, port, body_file, script, seconds, connections, cpu):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    cmd.append(f"http://127.0.0.1:{port}{GRPC_PATH}")
+    cmd.append(f"http://127.0.0.1:{port}{path_of(cell)}")
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu)] + cmd
     env = dict(os.environ, BENCH_BODY=body_file)
@@ -154,7 +176,10 @@ def main():
     ncpu = os.cpu_count() or 1
     envoy_cpu, wrk_cpu = (0, 1) if ncpu >= 2 else (None, None)
     insts = {}
-    for name, filters in [("none", []), ("modelsplit", [modelsplit_filter(args.modelsplit_wasm)])]:
+    for name, filters in [
+        ("none", [buffer_filter()]),
+        ("modelsplit", [modelsplit_filter(args.modelsplit_wasm), buffer_filter()]),
+    ]:
         port, admin = free_port(), free_port()
         insts[name] = dict(
             port=port,

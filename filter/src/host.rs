@@ -7,7 +7,7 @@
 use crate::choose::Rng;
 use crate::grpc_body::{self, MessageHost, Outcome};
 use crate::grpc_frame::{IdScanner, INVALID_ARGUMENT};
-use crate::hold::{HoldWatch, WATCH_TICK_MILLIS};
+use crate::hold::{HoldWatch, Holding, WATCH_TICK_MILLIS};
 use crate::host_body;
 use crate::plan::{Plan, CONFIG_REJECTED_COUNTER, OVERRIDE_IGNORED_COUNTER};
 use crate::route::{route, Decision, RequestHeaders, Rewrite};
@@ -257,7 +257,12 @@ impl HttpContext for Request {
         // KServe v2 gRPC calls name their model in the message: wait for it (this needs
         // `allow_on_headers_stop_iteration` in the Wasm plugin configuration).
         if grpc_body::waits_for_message(&active.plan, &HostHeaders(self), end_of_stream) {
-            let hold = self.watch.borrow_mut().hold(self.id, now_nanos());
+            // The clock is read only while this worker still has to find out (crate::hold).
+            let now = match self.watch.borrow().state() {
+                Holding::Unknown => now_nanos(),
+                Holding::Works | Holding::Broken => 0,
+            };
+            let hold = self.watch.borrow_mut().hold(self.id, now);
             if let Some(watched) = hold {
                 if watched {
                     let _ = hostcalls::set_tick_period(Duration::from_millis(WATCH_TICK_MILLIS));
