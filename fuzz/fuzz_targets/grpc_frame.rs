@@ -49,7 +49,7 @@ fuzz_target!(|input: Input<'_>| {
     let Some(out) = rewrite_body(body, &field, member) else {
         return;
     };
-    let Scan::Id(again) = IdScanner::new().scan(&out, true) else {
+    let Scan::Id(again) = IdScanner::new().scan(out.as_slice(), true) else {
         panic!("the rewritten body has no id");
     };
     assert_eq!(again.id, member);
