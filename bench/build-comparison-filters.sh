@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the comparison filters (bench/wasm/empty, bare, bare-header) exactly the way
 # scripts/build-wasm.sh builds modelsplit: rustup's wasm32 target where installed, else
-# Debian's Rust with -Zbuild-std (DESIGN.md section 7). Prints the .wasm paths, in that order.
+# Debian's Rust with -Zbuild-std (docs/design.md section 7). Prints the .wasm paths, in that order.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"

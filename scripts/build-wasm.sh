@@ -3,7 +3,7 @@
 #
 # Where rustup has the wasm32-unknown-unknown target, this is an ordinary cargo build.
 # Otherwise (rustup cannot add targets on these machines) the wasm32 standard library is
-# built from source with Debian's Rust (DESIGN.md section 7); the Debian packages are
+# built from source with Debian's Rust (docs/design.md section 7); the Debian packages are
 # installed first if missing. Idempotent: a second run only re-checks and re-links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 target=wasm32-unknown-unknown
-# The artifact path is a contract (DESIGN.md section 6): always the workspace's target/.
+# The artifact path is a contract (docs/design.md section 6): always the workspace's target/.
 export CARGO_TARGET_DIR="$PWD/target"
 artifact="$CARGO_TARGET_DIR/$target/release/modelsplit_filter.wasm"
 

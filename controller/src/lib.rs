@@ -11,7 +11,7 @@
 //! - [`local`]: `modelsplit local`, the planner feeding a local Envoy through files.
 //! - [`report`]: per-group states and per-object notices.
 //!
-//! What users write on their objects (DESIGN.md sections 1 and 4):
+//! What users write on their objects (docs/design.md sections 1 and 4):
 //!
 //! | object | key | meaning |
 //! | --- | --- | --- |

@@ -129,7 +129,7 @@ impl Model<'_> {
     }
 }
 
-/// Plans the whole desired state. See DESIGN.md section 4 for the rules.
+/// Plans the whole desired state. See docs/design.md section 4 for the rules.
 pub fn plan(observed: &Observed, previous: &PreviousConfigs, settings: &Settings) -> Plan {
     let mut notices = Vec::new();
     let mesh = mesh_namespaces(&observed.namespaces, settings, &mut notices);

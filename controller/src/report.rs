@@ -21,7 +21,7 @@ pub struct GroupReport {
     pub not_ready: Option<NotReady>,
 }
 
-/// The states of DESIGN.md section 4, as the report and Events name them.
+/// The states of docs/design.md section 4, as the report and Events name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupState {
     /// Published as configured.

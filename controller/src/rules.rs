@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md section 4 that need no view of the whole cluster:
+//! The rules of docs/design.md section 4 that need no view of the whole cluster:
 //! weight parsing, the reasons a group or InferenceService is held back, and who
 //! owns a gRPC name on a gateway.
 

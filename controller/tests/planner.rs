@@ -1,4 +1,4 @@
-//! The planner's rules (DESIGN.md section 4), one test per rule or combination, over
+//! The planner's rules (docs/design.md section 4), one test per rule or combination, over
 //! the YAML fixtures in tests/fixtures/ (base/ holds the namespaces and runtimes).
 
 use modelsplit_controller::planner::{self, NamespaceRoutes, Observed, Plan, PreviousConfigs};

@@ -1,8 +1,8 @@
-//! The filter configuration: the one definition of the JSON in DESIGN.md section 3.
+//! The filter configuration: the one definition of the JSON in docs/design.md section 3.
 //!
 //! The filter parses it from its plugin configuration; the controller builds and
 //! serialises it into the WasmPlugin's `pluginConfig` and the local gateway's ECDS
-//! file. Field names are a published contract: change none without DESIGN.md.
+//! file. Field names are a published contract: change none without docs/design.md.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashSet;
@@ -129,7 +129,7 @@ impl FilterConfig {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Checks every rule of DESIGN.md section 3; the first violation is returned.
+    /// Checks every rule of docs/design.md section 3; the first violation is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.rest_prefix.len() < 2
             || !self.rest_prefix.starts_with('/')

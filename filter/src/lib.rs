@@ -4,7 +4,7 @@
 //! built natively it is a library: the configuration type for the controller, and
 //! the routing core for tests and benchmarks.
 //!
-//! - [`config`]: the filter configuration (the JSON of DESIGN.md section 3).
+//! - [`config`]: the filter configuration (the JSON of docs/design.md section 3).
 //! - [`plan`]: the configuration compiled once into immutable lookup tables.
 //! - [`classify`]: is a request a group request (REST path or gRPC header)?
 //! - [`choose`]: which member: override, sticky (rendezvous hashing) or weighted random.

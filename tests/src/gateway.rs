@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the filter build puts the module (DESIGN.md section 6), relative to the workspace.
+/// Where the filter build puts the module (docs/design.md section 6), relative to the workspace.
 pub const WASM_RELATIVE_PATH: &str = "target/wasm32-unknown-unknown/release/modelsplit_filter.wasm";
 /// Envoy worker threads: the machines have 2 cores.
 const CONCURRENCY: &str = "2";

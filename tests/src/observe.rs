@@ -5,7 +5,7 @@ use crate::kserve::ModelInferResponse;
 use crate::standin::NAMESPACE_HEADER;
 use std::collections::BTreeMap;
 
-/// Response header the filter adds (DESIGN.md section 3 default `routedHeader`).
+/// Response header the filter adds (docs/design.md section 3 default `routedHeader`).
 pub const ROUTED_HEADER: &str = "x-modelsplit-routed-to";
 
 /// One answer as the client saw it.

@@ -131,7 +131,7 @@ async fn a_group_without_grpc_and_unknown_names_are_not_routed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_requests_carrying_the_grpc_header_are_not_rewritten_by_it() {
     let fx = fixture().await;
-    // Only gRPC content types make the header count (DESIGN.md section 2, step 3).
+    // Only gRPC content types make the header count (docs/design.md section 2, step 3).
     let reply = fx
         .rest(
             "POST",

@@ -238,7 +238,7 @@ pub fn render_ecds(filter_config_json: &str, wasm: &Path) -> String {
     pretty(&json!({"resources": [wasm_filter]}))
 }
 
-/// The RDS file: per exposed isvc the routes of DESIGN.md section 4's VirtualService.
+/// The RDS file: per exposed isvc the routes of docs/design.md section 4's VirtualService.
 pub fn render_rds(isvcs: &[ExposedIsvc], rest_prefix: &str) -> String {
     rds_file(route_entries(isvcs, rest_prefix))
 }

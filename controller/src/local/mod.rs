@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 /// The bootstrap's gateway listener by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Where `scripts/build-wasm.sh` puts the filter (DESIGN.md section 6).
+/// Where `scripts/build-wasm.sh` puts the filter (docs/design.md section 6).
 pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release/modelsplit_filter.wasm";
 /// Time for a configuration Envoy's main thread applied to reach every worker, and
 /// for the watch events of a step's other files to drain, before the next step.

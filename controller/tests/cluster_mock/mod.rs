@@ -215,7 +215,7 @@ pub fn snapshot_of(documents: &[Value]) -> modelsplit_controller::cluster::snaps
     snapshot
 }
 
-/// The seed workflow (DESIGN.md section 1) as a cluster holds it: uids and versions set.
+/// The seed workflow (docs/design.md section 1) as a cluster holds it: uids and versions set.
 pub fn seed_inputs() -> Vec<Value> {
     yaml_documents(&manifest_dir().join("tests/fixtures/seed"))
         .iter()
