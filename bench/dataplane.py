@@ -59,7 +59,7 @@ def envoy_binary():
 
 
 def filter_config(groups, routed=True, override=True, sticky=True):
-    """The modelsplit configuration (DESIGN.md section 3) with `groups` groups.
+    """The modelsplit configuration (docs/design.md section 3) with `groups` groups.
 
     The measured group is apps/ai-model (80/20, sticky on x-user-id); the others
     are 3-member groups spread over 100 namespaces, as the controller would write
