@@ -58,33 +58,9 @@ pub fn is_retryable(error: &kube::Error) -> bool {
     }
 }
 
-/// Runs `call` until it succeeds, fails for good, or runs out of attempts.
-pub async fn with_backoff<T, F, Fut>(
-    what: &str,
-    backoff: Backoff,
-    mut call: F,
-) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, kube::Error>>,
-{
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(error) if attempt < backoff.attempts && is_retryable(&error) => {
-                let delay = backoff.delay_after(attempt);
-                tracing::warn!(%what, attempt, ?delay, %error, "retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// A write of the leader: retried like [`with_backoff`], but each attempt starts only while
-/// this replica leads, and is abandoned when its leadership (or [`CALL_TIMEOUT`]) runs out.
+/// A call of the leader, retried with backoff on answers a later attempt can fix
+/// ([`is_retryable`]) and on timeouts. Each attempt starts only while this replica leads, and
+/// is abandoned when its leadership (or [`CALL_TIMEOUT`]) runs out.
 pub async fn leader_call<T, F, Fut>(
     what: &str,
     leadership: &Leadership,
@@ -108,15 +84,15 @@ where
             }
             Ok(Err(error)) => return Err(ClusterError::kube(what.to_string(), error)),
             Err(_) if !leadership.is_leading() => return Err(ClusterError::NotLeader),
-            Err(_) if attempt < backoff.attempts => ClusterError::Timeout {
-                action: what.to_string(),
-                after: limit,
-            },
             Err(_) => {
-                return Err(ClusterError::Timeout {
+                let timeout = ClusterError::Timeout {
                     action: what.to_string(),
                     after: limit,
-                })
+                };
+                if attempt >= backoff.attempts {
+                    return Err(timeout);
+                }
+                timeout
             }
         };
         let delay = backoff.delay_after(attempt);
