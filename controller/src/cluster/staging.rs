@@ -53,6 +53,13 @@ impl Published {
         self.configs.values().filter_map(|c| c.changed_at).max()
     }
 
+    /// Whether the latest filter-config change is younger than `grace` at `now`: routes the
+    /// previous config named must stay until then.
+    fn in_grace(&self, now: Timestamp, grace: Duration) -> bool {
+        self.last_change()
+            .is_some_and(|changed| now < changed + grace)
+    }
+
     /// (namespace, member) of every member of every published group.
     fn published_members(&self) -> BTreeSet<(String, String)> {
         self.configs
@@ -98,10 +105,7 @@ pub fn route_stage(
             }
         }
     }
-    let in_grace = match published.last_change() {
-        Some(changed) => now < changed + grace,
-        None => false,
-    };
+    let in_grace = published.in_grace(now, grace);
     let mut wake_at = None;
     for (namespace, models) in &published.routes {
         for (model, grpc) in models {
@@ -146,7 +150,7 @@ pub fn retained_namespaces(
     grace: Duration,
 ) -> BTreeSet<String> {
     let planned: BTreeSet<&str> = plan.routes.iter().map(|r| r.namespace.as_str()).collect();
-    let in_grace = published.last_change().is_some_and(|c| now < c + grace);
+    let in_grace = published.in_grace(now, grace);
     let referenced: BTreeSet<String> = published
         .published_members()
         .into_iter()
