@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use modelsplit_controller::local::{self, admin::Admin, envoy_files::Upstream, state::Upstreams};
 use modelsplit_controller::render;
-use modelsplit_controller::settings::{self, FailStrategy, GatewayRef, Settings};
+use modelsplit_core::settings::{self, FailStrategy, GatewayRef, Settings};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

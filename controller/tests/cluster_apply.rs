@@ -15,7 +15,7 @@ use modelsplit_controller::cluster::metrics::Metrics;
 use modelsplit_controller::cluster::reconcile::{Publishing, ReconcileOutcome, Reconciler};
 use modelsplit_controller::cluster::snapshot::Snapshot;
 use modelsplit_controller::cluster::ClusterError;
-use modelsplit_controller::Settings;
+use modelsplit_core::Settings;
 use serde_json::{json, Value};
 use std::time::Duration;
 

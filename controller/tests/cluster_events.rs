@@ -8,15 +8,14 @@ use std::path::PathBuf;
 
 use cluster_mock::*;
 use modelsplit_controller::cluster::events::{event_object, Announcement, EventMemory, IsvcUids};
-use modelsplit_controller::render;
-use modelsplit_controller::{planner, Plan, PreviousConfigs, Settings};
+use modelsplit_core::{planner, Plan, PreviousConfigs, Settings};
 
 fn plan_of(files: &[&str], previous: &PreviousConfigs) -> Plan {
     let paths: Vec<PathBuf> = files
         .iter()
         .map(|f| manifest_dir().join("tests").join(f))
         .collect();
-    let observed = render::load_manifests(&paths).expect("fixtures load");
+    let observed = modelsplit_core::manifests::load_manifests(&paths).expect("fixtures load");
     planner::plan(&observed, previous, &Settings::default())
 }
 

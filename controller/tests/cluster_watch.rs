@@ -14,7 +14,8 @@ use modelsplit_controller::cluster::lease::Leadership;
 use modelsplit_controller::cluster::metrics::Metrics;
 use modelsplit_controller::cluster::reconcile::Reconciler;
 use modelsplit_controller::cluster::watch::{self, Scope};
-use modelsplit_controller::{render, Settings};
+use modelsplit_controller::render;
+use modelsplit_core::Settings;
 use serde_json::{json, Value};
 
 fn paths(names: &[&str]) -> Vec<PathBuf> {

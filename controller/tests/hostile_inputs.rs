@@ -5,12 +5,12 @@
 //! healthy group exactly what the plan without them gives it.
 
 use modelsplit_controller::cluster::snapshot::Snapshot;
-use modelsplit_controller::planner::{self, Observed, Plan, PreviousConfigs};
 use modelsplit_controller::render;
-use modelsplit_controller::report::GroupState;
-use modelsplit_controller::resources::InferenceService;
-use modelsplit_controller::rules::{percent, GroupProblem, FULL_WEIGHT};
-use modelsplit_controller::settings::Settings;
+use modelsplit_core::planner::{self, Observed, Plan, PreviousConfigs};
+use modelsplit_core::report::GroupState;
+use modelsplit_core::resources::InferenceService;
+use modelsplit_core::rules::{percent, GroupProblem, FULL_WEIGHT};
+use modelsplit_core::settings::Settings;
 use modelsplit_filter::config::GroupConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The base namespaces and runtimes plus two healthy 80/20 groups (two namespaces).
 fn healthy() -> Observed {
-    render::load_manifests(&[fixture("base"), fixture("hostile/healthy.yaml")])
+    modelsplit_core::manifests::load_manifests(&[fixture("base"), fixture("hostile/healthy.yaml")])
         .expect("fixtures load")
 }
 
@@ -398,12 +398,15 @@ fn broken_objects_from_the_api_are_reported_and_skipped_one_by_one() {
 
 #[test]
 fn render_names_the_broken_document_and_the_field() {
-    let err = render::load_manifests(&[fixture("base"), fixture("hostile/broken.yaml")])
-        .expect_err("a broken manifest is an error for render")
-        .to_string();
+    let err = modelsplit_core::manifests::load_manifests(&[
+        fixture("base"),
+        fixture("hostile/broken.yaml"),
+    ])
+    .expect_err("a broken manifest is an error for render")
+    .to_string();
     assert!(err.contains("hostile/broken.yaml: document 2"), "{err}");
     assert!(err.contains("InferenceService no-spec"), "{err}");
-    let err = render::load_manifests(&[fixture("hostile/future-version.yaml")])
+    let err = modelsplit_core::manifests::load_manifests(&[fixture("hostile/future-version.yaml")])
         .expect_err("an unknown version is an error for render")
         .to_string();
     assert!(err.contains("serving.kserve.io/v2alpha9"), "{err}");

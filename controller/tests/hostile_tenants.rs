@@ -7,10 +7,9 @@
 //! The victim is modelmesh-apps (tests/fixtures/hostile/tenant-a.yaml, 2024); the
 //! attackers are team-b and team-c (same gateway workload) and edge-apps (another).
 
-use modelsplit_controller::planner::{self, Observed, Plan, PreviousConfigs};
-use modelsplit_controller::render;
-use modelsplit_controller::resources::InferenceService;
-use modelsplit_controller::settings::Settings;
+use modelsplit_core::planner::{self, Observed, Plan, PreviousConfigs};
+use modelsplit_core::resources::InferenceService;
+use modelsplit_core::settings::Settings;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn victim_only() -> Observed {
-    render::load_manifests(&[fixture("base"), fixture("hostile/tenant-a.yaml")])
+    modelsplit_core::manifests::load_manifests(&[fixture("base"), fixture("hostile/tenant-a.yaml")])
         .expect("fixtures load")
 }
 

@@ -1,11 +1,11 @@
 //! The planner's rules (docs/design.md section 4), one test per rule or combination, over
 //! the YAML fixtures in tests/fixtures/ (base/ holds the namespaces and runtimes).
 
-use modelsplit_controller::planner::{self, NamespaceRoutes, Observed, Plan, PreviousConfigs};
 use modelsplit_controller::render;
-use modelsplit_controller::report::{GroupReport, GroupState};
-use modelsplit_controller::rules::GroupProblem;
-use modelsplit_controller::settings::{GatewayRef, Settings};
+use modelsplit_core::planner::{self, NamespaceRoutes, Observed, Plan, PreviousConfigs};
+use modelsplit_core::report::{GroupReport, GroupState};
+use modelsplit_core::rules::GroupProblem;
+use modelsplit_core::settings::{GatewayRef, Settings};
 use modelsplit_filter::config::{FilterConfig, GroupConfig};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ fn fixture(name: &str) -> PathBuf {
 fn observed(files: &[&str]) -> Observed {
     let mut paths = vec![fixture("base")];
     paths.extend(files.iter().map(|f| fixture(f)));
-    render::load_manifests(&paths).expect("fixtures load")
+    modelsplit_core::manifests::load_manifests(&paths).expect("fixtures load")
 }
 
 /// Plans, and checks what every plan must satisfy: each published configuration is

@@ -2,10 +2,9 @@
 //! MAX_WASM_PLUGIN_BYTES the planner keeps the last published configuration (or
 //! publishes none) and says which gateway, how large, and how to fix it.
 
-use modelsplit_controller::planner::{self, Observed, Plan, PreviousConfigs};
-use modelsplit_controller::render;
-use modelsplit_controller::resources::wasm_plugin::MAX_WASM_PLUGIN_BYTES;
-use modelsplit_controller::settings::Settings;
+use modelsplit_core::planner::{self, Observed, Plan, PreviousConfigs};
+use modelsplit_core::resources::wasm_plugin::MAX_WASM_PLUGIN_BYTES;
+use modelsplit_core::settings::Settings;
 use modelsplit_filter::config::{FilterConfig, GroupConfig};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -66,7 +65,7 @@ fn manifest_file(groups: usize) -> (tempfile::TempDir, PathBuf) {
 
 fn observed(groups: usize) -> Observed {
     let (_dir, path) = manifest_file(groups);
-    render::load_manifests(&[path]).expect("generated manifests load")
+    modelsplit_core::manifests::load_manifests(&[path]).expect("generated manifests load")
 }
 
 /// Enough groups that the `big` gateway's WasmPlugin is above the limit (about 1.5 MB).
@@ -89,7 +88,7 @@ fn plugin_config<'a>(plan: &'a Plan, namespace: &str) -> Option<&'a FilterConfig
                 p.serialized_len()
             );
             match &p.spec.plugin_config {
-                Some(modelsplit_controller::resources::wasm_plugin::PluginConfig::Filter(c)) => c,
+                Some(modelsplit_core::resources::wasm_plugin::PluginConfig::Filter(c)) => c,
                 other => panic!("unexpected pluginConfig {other:?}"),
             }
         })

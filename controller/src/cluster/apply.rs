@@ -14,7 +14,7 @@ use super::kinds::ManagedKind;
 use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::retry::{leader_call, Backoff};
-use crate::resources::{MANAGED_BY_LABEL, MANAGER};
+use modelsplit_core::resources::{MANAGED_BY_LABEL, MANAGER};
 
 /// Kind, namespace and name: what identifies a published object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

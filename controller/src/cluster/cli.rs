@@ -9,8 +9,8 @@ use super::lease::LeaseSettings;
 use super::reconcile::Publishing;
 use super::watch::Scope;
 use super::RunSettings;
-use crate::resources::wasm_plugin::WASM_PLUGIN_NAME;
-use crate::settings::Settings;
+use modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME;
+use modelsplit_core::settings::Settings;
 
 /// Flags of `modelsplit run` besides the planner settings.
 #[derive(clap::Args, Debug, Clone)]

@@ -13,7 +13,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use modelsplit_filter::config::FilterConfig;
 
-use crate::report::{GroupReport, GroupState, Notice};
+use modelsplit_core::report::{GroupReport, GroupState, Notice};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "modelsplit";

@@ -2,7 +2,7 @@
 //!
 //! - [`watch`]: reflectors on Namespaces, ServingRuntimes, InferenceServices and the
 //!   managed WasmPlugins/VirtualServices; one debounced "changed" signal.
-//! - [`reconcile`]: one pass, snapshot -> [`crate::planner::plan`] -> writes and Events.
+//! - [`reconcile`]: one pass, snapshot -> [`modelsplit_core::planner::plan`] -> writes and Events.
 //! - [`apply`]: server-side apply (field manager `modelsplit`, forced), no-op skip, prune.
 //! - [`events`]: Events on InferenceServices when a group's report changes.
 //! - [`lease`]: Lease leader election; only the leader writes.
@@ -40,7 +40,7 @@ use reconcile::Reconciler;
 use retry::Backoff;
 use watch::Scope;
 
-use crate::settings::Settings;
+use modelsplit_core::settings::Settings;
 
 /// Everything `modelsplit run` is configured with.
 #[derive(Debug, Clone)]

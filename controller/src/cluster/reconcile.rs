@@ -19,10 +19,11 @@ use super::retry::{leader_call, Backoff};
 use super::snapshot::Snapshot;
 use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
 use super::watch::Scope;
-use crate::planner::{self, NamespaceRoutes, Plan};
-use crate::report::{Notice, NoticeReason};
-use crate::resources::{VirtualService, WasmPlugin};
-use crate::settings::Settings;
+use modelsplit_core::encode::virtual_service::virtual_service;
+use modelsplit_core::planner::{self, NamespaceRoutes, Plan};
+use modelsplit_core::report::{Notice, NoticeReason};
+use modelsplit_core::resources::WasmPlugin;
+use modelsplit_core::settings::Settings;
 
 /// The resources a plan wants, as apply bodies (WasmPlugins, then VirtualServices), under
 /// the default instance name — what `render` prints.
@@ -62,7 +63,7 @@ pub struct Publishing {
 impl Default for Publishing {
     fn default() -> Self {
         Publishing {
-            instance: crate::resources::wasm_plugin::WASM_PLUGIN_NAME.to_string(),
+            instance: modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME.to_string(),
             scope: Scope::AllNamespaces,
             route_grace: DEFAULT_ROUTE_GRACE,
         }
@@ -280,7 +281,7 @@ impl Reconciler {
 
     /// The VirtualService of one namespace under this instance's name.
     fn route_object(&self, routes: &NamespaceRoutes) -> Option<DesiredObject> {
-        let mut service = VirtualService::for_namespace(routes);
+        let mut service = virtual_service(routes);
         service.metadata.name = Some(self.publishing.instance.clone());
         DesiredObject::from_value(serde_json::to_value(&service).ok()?)
     }

@@ -10,10 +10,12 @@ use super::apply::{ObjectKey, ObservedObjects};
 use super::events::IsvcUids;
 use super::kinds::ManagedKind;
 use super::staging::{Published, PublishedConfig, PublishedModels, CONFIG_CHANGED_ANNOTATION};
-use crate::planner::MODELMESH_SERVICE;
-use crate::planner::{Observed, PreviousConfigs};
-use crate::resources::wasm_plugin::WASM_PLUGIN_NAME;
-use crate::resources::{InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin};
+use modelsplit_core::planner::{Observed, PreviousConfigs};
+use modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME;
+use modelsplit_core::resources::{
+    InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin,
+};
+use modelsplit_core::routing::modelmesh_host;
 
 /// The watched objects at one moment.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +166,7 @@ fn decode_all<T: DeserializeOwned>(
 /// exact URIs (`<prefix>/<ns>/v2/models/<model>`) and its gRPC routes' model header.
 fn routed_models(namespace: &str, service: &VirtualService) -> PublishedModels {
     let mut models = PublishedModels::new();
-    let own_host = format!("{MODELMESH_SERVICE}.{namespace}.svc.cluster.local");
+    let own_host = modelmesh_host(namespace);
     let rest_marker = format!("/{namespace}/v2/models/");
     for route in &service.spec.http {
         if !route.route.iter().any(|r| r.destination.host == own_host) {

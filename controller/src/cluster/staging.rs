@@ -23,7 +23,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use modelsplit_filter::config::{FilterConfig, GroupConfig};
 
-use crate::planner::{ExposedModel, NamespaceRoutes, Plan};
+use modelsplit_core::planner::{ExposedModel, NamespaceRoutes, Plan};
 
 /// WasmPlugin annotation: when its filter configuration last changed (RFC 3339).
 pub const CONFIG_CHANGED_ANNOTATION: &str = "modelsplit.io/config-changed-at";
@@ -219,8 +219,8 @@ pub fn config_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::GatewayPlan;
-    use crate::settings::GatewayRef;
+    use modelsplit_core::planner::GatewayPlan;
+    use modelsplit_core::settings::GatewayRef;
 
     fn group(ns: &str, name: &str, members: &[(&str, u32)]) -> GroupConfig {
         let mut g = GroupConfig::weighted(ns, name, members);
@@ -237,6 +237,7 @@ mod tests {
             namespace: ns.into(),
             gateway: GatewayRef::new("istio-system", "odh-gateway"),
             plugin_namespace: "istio-system".into(),
+            rest_prefix: "/modelmesh".into(),
             models: models
                 .iter()
                 .map(|m| ExposedModel {

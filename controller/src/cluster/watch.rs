@@ -16,7 +16,7 @@ use super::error::ResourceName;
 use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
 use super::metrics::Metrics;
 use super::snapshot::Snapshot;
-use crate::resources::{Namespace, MANAGED_BY_LABEL, MANAGER};
+use modelsplit_core::resources::{Namespace, MANAGED_BY_LABEL, MANAGER};
 
 /// Which namespaces to watch for ServingRuntimes and InferenceServices.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,7 +1,7 @@
 //! What `modelsplit local` prints after each render: only what changed, one line per
 //! group or notice, in the words of `render`'s report.
 
-use crate::planner::Plan;
+use modelsplit_core::planner::Plan;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The lines printed last, to print only differences.
@@ -47,7 +47,7 @@ impl Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{GroupReport, GroupState};
+    use modelsplit_core::report::{GroupReport, GroupState};
     use modelsplit_filter::config::GroupConfig;
 
     fn plan_with(weights: &[(&str, u32)]) -> Plan {

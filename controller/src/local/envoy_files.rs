@@ -13,6 +13,8 @@
 //! cluster exist before the filter may rewrite requests to it; later changes go
 //! through [`super::transition`].
 
+use modelsplit_core::encode::envoy_routes;
+use modelsplit_core::routing::{self, ModelMeshPort};
 use modelsplit_filter::config::FilterConfig;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -24,32 +26,11 @@ pub const RDS_FILE: &str = "rds.json";
 pub const CDS_FILE: &str = "cds.json";
 /// The HTTP filter's name, also the ECDS resource name (stats: `extension_config_discovery.http_filter.modelsplit.*`).
 pub const FILTER_NAME: &str = "modelsplit";
-/// The route configuration's name (one per gateway).
-pub const ROUTE_CONFIG_NAME: &str = "modelsplit-gateway";
+pub use modelsplit_core::encode::envoy_routes::ROUTE_CONFIG_NAME;
 /// The gateway listener's name and HTTP stat prefix.
 pub const LISTENER_NAME: &str = "gateway";
-/// ModelMesh's REST proxy and gRPC ports, as in `modelmesh-serving.<ns>.svc`.
-pub const MODELMESH_REST_PORT: u16 = 8008;
-pub const MODELMESH_GRPC_PORT: u16 = 8033;
 
-/// An InferenceService the gateway routes to (what a VirtualService route names).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExposedIsvc {
-    pub namespace: String,
-    pub name: String,
-    /// Whether the isvc owns its gRPC name on this gateway (names are global for gRPC).
-    pub grpc: bool,
-}
-
-impl ExposedIsvc {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        ExposedIsvc {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            grpc: true,
-        }
-    }
-}
+pub use modelsplit_core::routing::ExposedIsvc;
 
 /// Where one namespace's ModelMesh (or its stand-in) listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,8 +139,8 @@ pub struct DynamicFiles {
 }
 
 /// The Envoy cluster of a namespace's ModelMesh on `port`, named as Istio names it.
-pub fn cluster_name(namespace: &str, port: u16) -> String {
-    format!("outbound|{port}||modelmesh-serving.{namespace}.svc.cluster.local")
+pub fn cluster_name(namespace: &str, port: ModelMeshPort) -> String {
+    envoy_routes::cluster_name(namespace, port)
 }
 
 /// The bootstrap: static listener and admin, everything else from the watched directory.
@@ -238,57 +219,18 @@ pub fn render_ecds(filter_config_json: &str, wasm: &Path) -> String {
     pretty(&json!({"resources": [wasm_filter]}))
 }
 
-/// The RDS file: per exposed isvc the routes of docs/design.md section 4's VirtualService.
+/// The RDS file: the routing model of `isvcs` (what their VirtualServices say in a cluster).
 pub fn render_rds(isvcs: &[ExposedIsvc], rest_prefix: &str) -> String {
     rds_file(route_entries(isvcs, rest_prefix))
 }
 
-/// The routes of `isvcs`, in VirtualService order.
+/// The Envoy routes of `isvcs`, in VirtualService order.
 pub(crate) fn route_entries(isvcs: &[ExposedIsvc], rest_prefix: &str) -> Vec<Value> {
-    let mut routes = Vec::new();
-    for isvc in isvcs {
-        let (ns, name) = (&isvc.namespace, &isvc.name);
-        let id = format!("{ns}.{name}");
-        if isvc.grpc {
-            routes.push(json!({
-                "name": format!("{id}.grpc"),
-                "match": {
-                    "prefix": "/",
-                    "headers": [
-                        {"name": ":method", "string_match": {"exact": "POST"}},
-                        {"name": "content-type", "string_match": {"prefix": "application/grpc"}},
-                        {"name": "mm-vmodel-id", "string_match": {"exact": name}},
-                    ],
-                },
-                "route": {"cluster": cluster_name(ns, MODELMESH_GRPC_PORT)},
-            }));
-        }
-        let rest_cluster = cluster_name(ns, MODELMESH_REST_PORT);
-        let external = format!("{rest_prefix}/{ns}/v2/models/{name}");
-        let internal = format!("/v2/models/{name}");
-        // Exact and prefix-with-slash, as Istio's rewrite replaces the matched prefix;
-        // a bare prefix would also catch `<name>-v2`.
-        routes.push(json!({
-            "name": format!("{id}.rest"),
-            "match": {"path": external},
-            "route": {"cluster": rest_cluster, "prefix_rewrite": internal},
-        }));
-        routes.push(json!({
-            "name": format!("{id}.rest-subpaths"),
-            "match": {"prefix": format!("{external}/")},
-            "route": {"cluster": rest_cluster, "prefix_rewrite": format!("{internal}/")},
-        }));
-    }
-    routes
+    envoy_routes::envoy_routes(&routing::routes(isvcs, rest_prefix))
 }
 
 pub(crate) fn rds_file(routes: Vec<Value>) -> String {
-    let config = json!({
-        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        "name": ROUTE_CONFIG_NAME,
-        "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
-    });
-    pretty(&json!({"resources": [config]}))
+    pretty(&envoy_routes::route_configuration(routes))
 }
 
 /// The routes of an RDS file written by `rds_file`, for tests to inspect.
@@ -309,13 +251,13 @@ pub fn render_cds(upstreams: &[Upstream]) -> String {
             let ns = &u.namespace;
             [
                 cluster(
-                    &cluster_name(ns, MODELMESH_REST_PORT),
+                    &cluster_name(ns, ModelMeshPort::Rest),
                     &u.rest_host,
                     u.rest_port,
                     false,
                 ),
                 cluster(
-                    &cluster_name(ns, MODELMESH_GRPC_PORT),
+                    &cluster_name(ns, ModelMeshPort::Grpc),
                     &u.grpc_host,
                     u.grpc_port,
                     true,

@@ -23,15 +23,14 @@ pub mod state;
 pub mod transition;
 pub mod watch;
 
-use crate::planner::{self, PreviousConfigs};
-use crate::render;
-use crate::settings::Settings;
 use admin::{Admin, Counters};
 use changes::Changes;
 use envoy_files::{
     read_filter_config, render_bootstrap, write_atomically, BootstrapSettings, GatewayState,
     BOOTSTRAP_FILE, CDS_FILE, ECDS_FILE, RDS_FILE,
 };
+use modelsplit_core::planner::{self, PreviousConfigs};
+use modelsplit_core::settings::Settings;
 use state::{gateway_state, Upstreams};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -83,7 +82,7 @@ pub enum LocalError {
     #[error("the filter module {} does not exist: build it with scripts/build-wasm.sh or pass --wasm", path.display())]
     WasmMissing { path: PathBuf },
     #[error(transparent)]
-    Manifests(#[from] render::RenderError),
+    Manifests(#[from] modelsplit_core::manifests::ManifestError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
@@ -146,7 +145,7 @@ pub fn run(options: &LocalOptions, settings: &Settings) -> Result<(), LocalError
     let mut changes = Changes::default();
     let mut snapshot = watch::Snapshot::take(&options.manifests);
     loop {
-        match render::load_manifests(&options.manifests) {
+        match modelsplit_core::manifests::load_manifests(&options.manifests) {
             Err(error) if options.once => return Err(error.into()),
             Err(error) => say(&format!(
                 "manifests not read: {error}; the gateway keeps its current files"

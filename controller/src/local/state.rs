@@ -3,7 +3,7 @@
 //! namespace's ModelMesh is.
 
 use super::envoy_files::{ExposedIsvc, GatewayState, Upstream};
-use crate::planner::Plan;
+use modelsplit_core::planner::Plan;
 use modelsplit_filter::config::FilterConfig;
 use std::collections::BTreeMap;
 
@@ -107,13 +107,13 @@ impl std::fmt::Display for OtherGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::{plan, Observed, PreviousConfigs};
-    use crate::settings::Settings;
+    use modelsplit_core::planner::{plan, Observed, PreviousConfigs};
+    use modelsplit_core::settings::Settings;
 
     fn observed(yaml: &str) -> Observed {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
-        crate::render::load_manifests(&[dir.path().to_path_buf()]).unwrap()
+        modelsplit_core::manifests::load_manifests(&[dir.path().to_path_buf()]).unwrap()
     }
 
     const MANIFESTS: &str = r#"

@@ -2,9 +2,9 @@
 //! generator: reproducible, no extra dependency). The rule tests in planner.rs say
 //! what happens in each case; these say what never happens in any.
 
-use modelsplit_controller::planner::{self, Observed, Plan, PreviousConfigs};
-use modelsplit_controller::resources::{InferenceService, Namespace, ServingRuntime};
-use modelsplit_controller::settings::Settings;
+use modelsplit_core::planner::{self, Observed, Plan, PreviousConfigs};
+use modelsplit_core::resources::{InferenceService, Namespace, ServingRuntime};
+use modelsplit_core::settings::Settings;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
