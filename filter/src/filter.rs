@@ -246,7 +246,7 @@ impl Worker {
         };
         let written = match &decision.rewrite {
             Rewrite::Path(path) => host.set_request_header(":path", path),
-            Rewrite::ModelHeader => {
+            Rewrite::ModelHeader | Rewrite::MessageId => {
                 host.set_request_header(plan.grpc_header(), member.name.as_bytes())
             }
         };
