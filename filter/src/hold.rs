@@ -75,9 +75,11 @@ impl<R> HoldWatch<R> {
             return false;
         }
         if self.state == Holding::Unknown {
+            // The host works: no held request needs releasing any more (a slow client's
+            // body may take longer than the limit).
             self.state = Holding::Works;
+            self.held.clear();
         }
-        self.held.retain(|(c, _)| *c != context);
         true
     }
 
@@ -143,9 +145,10 @@ mod tests {
         assert!(watch.body_arrived(1));
         assert_eq!(watch.state(), Holding::Works);
         assert_eq!(watch.hold(3, 10), Some(false), "no more watching");
-        // A request still registered from before is simply forgotten when done.
-        watch.gone(2);
+        // A request held before the host was known to work is not released: its body
+        // will come (a slow client's, maybe after the limit).
         assert!(!watch.watching());
+        watch.gone(2);
         assert_eq!(watch.expired(u64::MAX), Vec::<u32>::new());
         assert_eq!(watch.state(), Holding::Works);
         assert!(!watch.report_broken());
