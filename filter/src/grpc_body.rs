@@ -35,8 +35,8 @@ use std::cell::{Cell, RefCell};
 
 /// How many body bytes the first read of a body callback asks for: the frame header,
 /// field 1's tag and length and the longest id a group can have, so a message whose id
-/// comes first is read in one host call. Later reads (fields before the id) ask for
-/// what the scanner needs.
+/// comes first is read in one host call. Reads outside them (fields after a large one)
+/// ask the host for what the scanner needs.
 pub const READ_AHEAD: usize = FRAME_HEADER_LEN + 1 + 2 + MAX_ID_LEN;
 
 /// What the body phase needs from the host, beyond reading request headers (which
@@ -78,12 +78,12 @@ pub fn waits_for_message(plan: &Plan, headers: &impl RequestHeaders, end_of_stre
 }
 
 /// The body as the host buffers it, for one body callback: the first read fetches up to
-/// [`READ_AHEAD`] bytes from the start and later reads inside them are served from
-/// memory. The first host error is kept (reads then return nothing).
+/// [`READ_AHEAD`] bytes from where it starts, and later reads inside them are served
+/// from memory. The first host error is kept (reads then return nothing).
 struct HostBody<'a, H: MessageHost> {
     host: &'a H,
-    /// Bytes from offset 0, once read.
-    ahead: RefCell<Option<Vec<u8>>>,
+    /// Bytes read ahead, and the body offset they start at.
+    ahead: RefCell<Option<(usize, Vec<u8>)>>,
     error: Cell<Option<HostError>>,
 }
 
@@ -130,9 +130,14 @@ impl<H: MessageHost> Body for HostBody<'_, H> {
         let len = len.min(buffered - start);
         let mut ahead = self.ahead.borrow_mut();
         if ahead.is_none() {
-            *ahead = Some(self.fetch(0, READ_AHEAD.min(buffered)));
+            let ahead_len = READ_AHEAD.max(len).min(buffered - start);
+            *ahead = Some((start, self.fetch(start, ahead_len)));
         }
-        if let Some(bytes) = ahead.as_deref().and_then(|a| a.get(start..start + len)) {
+        let inside = ahead.as_ref().and_then(|(at, bytes)| {
+            let from = start.checked_sub(*at)?;
+            bytes.get(from..from.checked_add(len)?)
+        });
+        if let Some(bytes) = inside {
             return bytes.to_vec();
         }
         let mut bytes = self.fetch(start, len);
