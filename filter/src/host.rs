@@ -13,13 +13,13 @@
 //! contexts through an `Rc<RefCell<_>>` (borrowed with `try_borrow_mut`: a busy
 //! borrow, impossible on the single-threaded VM, would pass the request through).
 
-use crate::filter::{Stream, VmState, Worker};
+use crate::filter::{Flow, Stream, VmState, Worker};
 use crate::headers::HeaderBlock;
 use crate::host_api::{Host, HostError, Level};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
-use std::ptr::null_mut;
+use std::ptr::{null, null_mut};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -39,7 +39,9 @@ const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
+const BUFFER_HTTP_REQUEST_BODY: u32 = 0;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
 const LOG_INFO: u32 = 2;
 const LOG_WARN: u32 = 3;
@@ -66,6 +68,26 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -122,6 +144,24 @@ impl ProxyWasm {
         }
     }
 
+    fn get_buffer(
+        &self,
+        buffer: u32,
+        start: usize,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, HostError> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers to two locals, as the ABI asks.
+        let code = unsafe { proxy_get_buffer_bytes(buffer, start, len, &mut data, &mut size) };
+        match code {
+            OK if data.is_null() => Ok(None),
+            OK => Ok(Some(host_bytes(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(HostError(other)),
+        }
+    }
+
     fn set_header(&self, map: u32, name: &str, value: &[u8]) -> Result<(), HostError> {
         // SAFETY: pointers to a live `str` and slice with their lengths.
         status(unsafe {
@@ -157,6 +197,65 @@ impl Host for ProxyWasm {
         self.set_header(MAP_REQUEST_HEADERS, name, value)
     }
 
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        // SAFETY: pointer to a live `str` with its length.
+        let code = unsafe {
+            proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len())
+        };
+        match code {
+            OK | NOT_FOUND => Ok(()),
+            other => Err(HostError(other)),
+        }
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Result<Vec<u8>, HostError> {
+        Ok(self
+            .get_buffer(BUFFER_HTTP_REQUEST_BODY, start, len)?
+            .unwrap_or_default())
+    }
+
+    fn replace_request_body_prefix(&self, len: usize, with: &[u8]) -> Result<(), HostError> {
+        // SAFETY: pointer to a live slice with its length. Envoy, at offset 0: drain
+        // `len` bytes, then prepend `with`.
+        status(unsafe {
+            proxy_set_buffer_bytes(BUFFER_HTTP_REQUEST_BODY, 0, len, with.as_ptr(), with.len())
+        })
+    }
+
+    fn send_grpc_error(
+        &self,
+        grpc_status: u32,
+        message: &str,
+        details: &str,
+    ) -> Result<(), HostError> {
+        let grpc_status = i32::try_from(grpc_status).unwrap_or(2); // 2: UNKNOWN
+                                                                   // SAFETY: pointers to live `str`s with their lengths; no headers (null, 0) is
+                                                                   // an empty map. Envoy sends `message` as `grpc-message` of a trailers-only
+                                                                   // response when `grpc_status` is set.
+        status(unsafe {
+            proxy_send_local_response(
+                200,
+                details.as_ptr(),
+                details.len(),
+                message.as_ptr(),
+                message.len(),
+                null(),
+                0,
+                grpc_status,
+            )
+        })
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_effective_context(context_id) })
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
+    }
+
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.set_header(MAP_RESPONSE_HEADERS, name, value)
     }
@@ -187,24 +286,7 @@ impl Host for ProxyWasm {
     }
 
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
-        let mut data: *mut u8 = null_mut();
-        let mut size: usize = 0;
-        // SAFETY: pointers to two locals, as the ABI asks.
-        let code = unsafe {
-            proxy_get_buffer_bytes(
-                BUFFER_PLUGIN_CONFIGURATION,
-                0,
-                usize::MAX,
-                &mut data,
-                &mut size,
-            )
-        };
-        match code {
-            OK if data.is_null() => Ok(None),
-            OK => Ok(Some(host_bytes(data, size))),
-            NOT_FOUND => Ok(None),
-            other => Err(HostError(other)),
-        }
+        self.get_buffer(BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -256,10 +338,10 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             worker: Rc::clone(&self.worker),
-            stream: Stream::default(),
+            stream: Stream::new(context_id),
         }))
     }
 
@@ -275,12 +357,48 @@ struct Request {
 
 impl Context for Request {}
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl Drop for Request {
+    fn drop(&mut self) {
         if let Ok(mut worker) = self.worker.try_borrow_mut() {
-            worker.on_request_headers(&ProxyWasm, &mut self.stream);
+            worker.on_stream_done(&self.stream);
         }
-        Action::Continue
+    }
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.worker.try_borrow_mut() {
+            Ok(mut worker) => {
+                action(worker.on_request_headers(&ProxyWasm, &mut self.stream, end_of_stream))
+            }
+            Err(_) => Action::Continue,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.worker.try_borrow_mut() {
+            Ok(mut worker) => action(worker.on_request_body(
+                &ProxyWasm,
+                &mut self.stream,
+                body_size,
+                end_of_stream,
+            )),
+            Err(_) => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.worker.try_borrow_mut() {
+            Ok(mut worker) => action(worker.on_request_trailers(&ProxyWasm, &mut self.stream)),
+            Err(_) => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -29,8 +29,9 @@ pub enum Level {
     Error,
 }
 
-/// The host: one request's headers (the host knows which request is current),
-/// counters, the clock, the worker's tick and logging.
+/// The host: one request's headers and body (the host knows which request is current,
+/// and a root context can make another current), counters, the clock, the worker's
+/// tick and logging.
 ///
 /// Methods take `&self`: the proxy-wasm host has no state on the module's side, and
 /// the mock records through interior mutability.
@@ -42,6 +43,28 @@ pub trait Host {
     /// Sets (replaces) a request header. Changing a request header makes Envoy clear
     /// the route cache, so the request is routed again.
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Removes a request header (no error when it is absent).
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// Up to `len` bytes of the request body buffered so far, from `start` (fewer at
+    /// the end of what is buffered).
+    fn request_body(&self, start: usize, len: usize) -> Result<Vec<u8>, HostError>;
+    /// Replaces the first `len` bytes of the buffered request body with `with` (Envoy:
+    /// drain `len`, prepend `with`; the rest of the body is not copied).
+    fn replace_request_body_prefix(&self, len: usize, with: &[u8]) -> Result<(), HostError>;
+    /// Answers the request with a trailers-only gRPC response (HTTP 200, `grpc-status`
+    /// and `message` as `grpc-message`) instead of sending it upstream. `details` is
+    /// Envoy's response code detail (`%RESPONSE_CODE_DETAILS%` in access logs).
+    fn send_grpc_error(
+        &self,
+        grpc_status: u32,
+        message: &str,
+        details: &str,
+    ) -> Result<(), HostError>;
+    /// Makes `context_id` the context later calls act on (a root context's tick acting
+    /// on one of its requests); fails when that context is gone.
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
+    /// Resumes the current request, held since its headers.
+    fn resume_request(&self) -> Result<(), HostError>;
     /// Sets (replaces) a response header.
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// Defines a counter (or finds it: the host keeps one per name) and returns its id.

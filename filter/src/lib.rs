@@ -9,6 +9,9 @@
 //! - [`classify`]: is a request a group request (REST path or gRPC header)?
 //! - [`choose`]: which member: override, sticky (rendezvous hashing) or weighted random.
 //! - [`route`]: the whole per-request decision over a [`route::RequestHeaders`] source.
+//! - [`grpc_frame`]: the gRPC frame and protobuf id field (`model_name`) of a KServe v2 request.
+//! - [`grpc_body`]: the body phase of a KServe v2 gRPC call: the group named in `model_name`.
+//! - [`hold`]: does the host pass the body while the filter holds the headers? (per worker)
 //! - [`headers`]: all request headers from one host call, looked up in module memory.
 //! - [`counters`]: request counters added up per worker, flushed to the host on a tick.
 //! - [`host_api`]: the [`host_api::Host`] trait, everything the filter asks of its host.
@@ -70,7 +73,10 @@ pub mod classify;
 pub mod config;
 pub mod counters;
 pub mod filter;
+pub mod grpc_body;
+pub mod grpc_frame;
 pub mod headers;
+pub mod hold;
 pub mod host_api;
 pub mod plan;
 pub mod route;

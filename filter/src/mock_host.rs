@@ -1,5 +1,5 @@
-//! A recording [`Host`] for tests: request and response headers in memory, counters
-//! by name, and the list of every call made, in order. Any call can be made to fail
+//! A recording [`Host`] for tests: request and response headers and the request body
+//! in memory, counters by name, and the list of every call made, in order. Any call can be made to fail
 //! with a status, to check that nothing panics and the request passes through.
 
 use crate::headers::HeaderBlock;
@@ -13,6 +13,15 @@ pub enum Call {
     GetRequestHeaders,
     GetRequestHeader(String),
     SetRequestHeader(String, Vec<u8>),
+    RemoveRequestHeader(String),
+    /// `(start, len)` asked for.
+    GetRequestBody(usize, usize),
+    /// `(len replaced, the new prefix)`.
+    ReplaceRequestBodyPrefix(usize, Vec<u8>),
+    /// `(grpc-status, grpc-message)`.
+    SendGrpcError(u32, String),
+    SetEffectiveContext(u32),
+    ResumeRequest,
     SetResponseHeader(String, Vec<u8>),
     DefineCounter(String),
     /// Counter *name* (resolved from the id) and the amount added.
@@ -48,6 +57,12 @@ pub struct MockHost {
     pub config: Option<Vec<u8>>,
     pub request: RefCell<Vec<(String, Vec<u8>)>>,
     pub response: RefCell<Vec<(String, Vec<u8>)>>,
+    /// The request body buffered so far.
+    pub body: RefCell<Vec<u8>>,
+    /// The gRPC error sent, if any: (grpc-status, message).
+    pub reply: RefCell<Option<(u32, String)>>,
+    /// Contexts that are gone: `set_effective_context` fails for them (status 2).
+    pub gone: RefCell<Vec<u32>>,
     /// Counter names by id (id = position) and their values.
     names: RefCell<Vec<String>>,
     values: RefCell<BTreeMap<String, u64>>,
@@ -78,7 +93,14 @@ impl MockHost {
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
         self.response.borrow_mut().clear();
+        self.body.borrow_mut().clear();
+        *self.reply.borrow_mut() = None;
         self.calls.borrow_mut().clear();
+    }
+
+    /// Moves the clock on.
+    pub fn advance(&self, nanos: u64) {
+        self.clock.set(self.clock.get() + nanos);
     }
 
     pub fn take_calls(&self) -> Vec<Call> {
@@ -155,6 +177,51 @@ impl Host for MockHost {
         self.record(Call::SetRequestHeader(name.to_string(), value.to_vec()))?;
         set(&self.request, name, value);
         Ok(())
+    }
+
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        self.record(Call::RemoveRequestHeader(name.to_string()))?;
+        self.request.borrow_mut().retain(|(k, _)| k != name);
+        Ok(())
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Result<Vec<u8>, HostError> {
+        self.record(Call::GetRequestBody(start, len))?;
+        let body = self.body.borrow();
+        let end = start.saturating_add(len).min(body.len());
+        Ok(body.get(start..end).map(<[u8]>::to_vec).unwrap_or_default())
+    }
+
+    fn replace_request_body_prefix(&self, len: usize, with: &[u8]) -> Result<(), HostError> {
+        self.record(Call::ReplaceRequestBodyPrefix(len, with.to_vec()))?;
+        let mut body = self.body.borrow_mut();
+        let len = len.min(body.len());
+        body.splice(..len, with.iter().copied());
+        Ok(())
+    }
+
+    fn send_grpc_error(
+        &self,
+        grpc_status: u32,
+        message: &str,
+        _details: &str,
+    ) -> Result<(), HostError> {
+        self.record(Call::SendGrpcError(grpc_status, message.to_string()))?;
+        *self.reply.borrow_mut() = Some((grpc_status, message.to_string()));
+        Ok(())
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.record(Call::SetEffectiveContext(context_id))?;
+        if self.gone.borrow().contains(&context_id) {
+            Err(HostError(2))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.record(Call::ResumeRequest)
     }
 
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {

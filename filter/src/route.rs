@@ -21,6 +21,9 @@ pub enum Rewrite {
     Path(Vec<u8>),
     /// Set the plan's gRPC model header to the member's name.
     ModelHeader,
+    /// Set the id field of the gRPC request message (`model_name` / `name`) and the
+    /// plan's gRPC model header to the member's name (see [`crate::grpc_body`]).
+    MessageId,
 }
 
 /// The outcome for a group request.
@@ -52,7 +55,51 @@ pub fn route(plan: &Plan, rng: &mut Rng, headers: &impl RequestHeaders) -> Optio
         None => (grpc_group(plan, headers)?, None),
     };
     let group = plan.group(group_id)?;
+    let (member, how, override_ignored) = choose_member(plan, group_id, rng, headers)?;
 
+    let rewrite = match rest_path {
+        Some((found, path)) => {
+            let name = group.members.get(member)?.name.as_bytes();
+            Rewrite::Path(found.rewrite(&path, name))
+        }
+        None => Rewrite::ModelHeader,
+    };
+    Some(Decision {
+        group: group_id,
+        member,
+        how,
+        override_ignored,
+        rewrite,
+    })
+}
+
+/// Decides a gRPC request whose message names the group `group_id` in its id field:
+/// the member is chosen exactly as for any group request (override, sticky,
+/// weighted), with [`Rewrite::MessageId`].
+pub fn route_message_id(
+    plan: &Plan,
+    rng: &mut Rng,
+    headers: &impl RequestHeaders,
+    group_id: GroupId,
+) -> Option<Decision> {
+    let (member, how, override_ignored) = choose_member(plan, group_id, rng, headers)?;
+    Some(Decision {
+        group: group_id,
+        member,
+        how,
+        override_ignored,
+        rewrite: Rewrite::MessageId,
+    })
+}
+
+/// Override, else sticky, else weighted: (member, how, whether an override was ignored).
+fn choose_member(
+    plan: &Plan,
+    group_id: GroupId,
+    rng: &mut Rng,
+    headers: &impl RequestHeaders,
+) -> Option<(usize, How, bool)> {
+    let group = plan.group(group_id)?;
     let mut override_ignored = false;
     let mut chosen = None;
     if let Some(name) = plan.override_header() {
@@ -73,21 +120,7 @@ pub fn route(plan: &Plan, rng: &mut Rng, headers: &impl RequestHeaders) -> Optio
         Some(found) => found,
         None => (choose::weighted(group, rng)?, How::Weighted),
     };
-
-    let rewrite = match rest_path {
-        Some((found, path)) => {
-            let name = group.members.get(member)?.name.as_bytes();
-            Rewrite::Path(found.rewrite(&path, name))
-        }
-        None => Rewrite::ModelHeader,
-    };
-    Some(Decision {
-        group: group_id,
-        member,
-        how,
-        override_ignored,
-        rewrite,
-    })
+    Some((member, how, override_ignored))
 }
 
 fn grpc_group(plan: &Plan, headers: &impl RequestHeaders) -> Option<GroupId> {

@@ -246,6 +246,8 @@ fuzz_target!(|input: Input| {
             let content_type = headers.header("content-type").expect("content type read");
             assert!(content_type.starts_with(b"application/grpc"));
         }
+        // Only `route_message_id` decides by the message (grpc_frame / grpc_body).
+        Rewrite::MessageId => panic!("route() decided by a message it never read"),
     }
 
     let override_value = plan.override_header().and_then(|h| headers.header(h));

@@ -5,6 +5,7 @@ use crate::gateway::{require_filter_wasm, Gateway};
 use crate::http::{HttpClient, Reply};
 use crate::infer::{grpc_client, vmodel_request};
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::kserve::ModelInferRequest;
 use crate::load::run_many;
 use crate::observe::Observed;
 use crate::standin::{StandIn, StandInConfig};
@@ -136,28 +137,66 @@ impl Fixture {
     }
 
     /// Sends `total` gRPC ModelInfer calls naming `vmodel` in the `mm-vmodel-id`
-    /// header (and no model name in the body, as group clients do).
+    /// header (and no model name in the body, as header clients do).
     pub async fn grpc_many(
         &self,
         total: usize,
         vmodel: &str,
         headers: impl Fn(usize) -> Vec<(String, String)> + Send + Sync + 'static,
     ) -> Vec<Observed> {
-        let client = self.grpc().await;
         let vmodel = vmodel.to_string();
-        run_many(total, CONCURRENCY, move |i| {
-            let mut client = client.clone();
+        self.grpc_many_with(total, move |i| {
             let mut request = vmodel_request(&vmodel);
             request.get_mut().id = i.to_string();
-            let metadata = request.metadata_mut();
-            for (name, value) in headers(i) {
-                let name =
-                    tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).expect("header name");
-                metadata.insert(name, value.parse().expect("header value"));
-            }
+            add_metadata(&mut request, headers(i));
+            request
+        })
+        .await
+    }
+
+    /// Sends `total` gRPC ModelInfer calls naming `model` in the message's
+    /// `model_name` and in no header, as standard KServe clients do.
+    pub async fn grpc_many_by_model_name(
+        &self,
+        total: usize,
+        model: &str,
+        headers: impl Fn(usize) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> Vec<Observed> {
+        let model = model.to_string();
+        self.grpc_many_with(total, move |i| {
+            let mut request = tonic::Request::new(ModelInferRequest {
+                model_name: model.clone(),
+                id: i.to_string(),
+                ..Default::default()
+            });
+            add_metadata(&mut request, headers(i));
+            request
+        })
+        .await
+    }
+
+    /// Sends `total` gRPC ModelInfer calls, request `i` made by `request(i)`.
+    pub async fn grpc_many_with(
+        &self,
+        total: usize,
+        request: impl Fn(usize) -> tonic::Request<ModelInferRequest> + Send + Sync + 'static,
+    ) -> Vec<Observed> {
+        let client = self.grpc().await;
+        run_many(total, CONCURRENCY, move |i| {
+            let mut client = client.clone();
+            let request = request(i);
             async move { Observed::from_grpc(&client.model_infer(request).await) }
         })
         .await
+    }
+}
+
+/// Adds (name, value) pairs to a request's metadata; invalid ones panic (test helper).
+pub fn add_metadata<T>(request: &mut tonic::Request<T>, pairs: Vec<(String, String)>) {
+    let metadata = request.metadata_mut();
+    for (name, value) in pairs {
+        let name = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).expect("header name");
+        metadata.insert(name, value.parse().expect("header value"));
     }
 }
 

@@ -408,9 +408,18 @@ impl Gateway {
     /// Writes `json` (valid or not) as the filter configuration and waits until
     /// Envoy either applied or rejected it (ECDS `config_reload` / `config_fail`).
     pub async fn push_filter_config_json(&self, json: &str) -> Result<ConfigOutcome, HarnessError> {
+        self.push_ecds(&render_ecds(json, &self.wasm)).await
+    }
+
+    /// The ECDS file the gateway would write for `config` (to push an edited one).
+    pub fn ecds_for(&self, config: &FilterConfig) -> String {
+        render_ecds(&config.to_json(), &self.wasm)
+    }
+
+    /// Writes `ecds` as the ECDS file and waits until Envoy applied or rejected it.
+    pub async fn push_ecds(&self, ecds: &str) -> Result<ConfigOutcome, HarnessError> {
         let before = self.ecds_counters().await?;
-        write_atomically(&self.config_dir, ECDS_FILE, &render_ecds(json, &self.wasm))
-            .map_err(io("writing the ECDS file"))?;
+        write_atomically(&self.config_dir, ECDS_FILE, ecds).map_err(io("writing the ECDS file"))?;
         let outcome = self
             .wait_for(
                 "react to the new filter configuration",

@@ -204,6 +204,10 @@ pub fn render_ecds(filter_config_json: &str, wasm: &Path) -> String {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": FILTER_NAME,
+                // Envoy >= 1.35: let the filter hold a KServe v2 gRPC call's headers while
+                // it reads the model name in the message (without it, Envoy turns the
+                // filter's StopIteration into StopAll and the body never reaches it).
+                "allow_on_headers_stop_iteration": true,
                 "vm_config": {
                     "vm_id": FILTER_NAME,
                     "runtime": "envoy.wasm.runtime.v8",

@@ -1,5 +1,7 @@
-//! `inference.GRPCInferenceService` over h2c, resolving the model like ModelMesh:
-//! the request's model name when set, else the `mm-vmodel-id` header.
+//! `inference.GRPCInferenceService` over h2c, resolving the model like ModelMesh
+//! (`ModelMeshApi.startCall`): the request message's model name (field 1) when set,
+//! else the `mm-vmodel-id` header; with a model list, any other name (a group's
+//! name too) is NOT_FOUND.
 
 use super::{Protocol, Received, Shared, MODEL_HEADER, NAMESPACE_HEADER, VMODEL_HEADER};
 use crate::kserve::grpc_inference_service_server::{
@@ -86,6 +88,15 @@ impl StandInGrpc {
     }
 }
 
+/// FNV-1a (64 bit) of `bytes`.
+pub fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
 fn string_param(value: &str) -> InferParameter {
     InferParameter {
         parameter_choice: Some(ParameterChoice::StringParam(value.to_string())),
@@ -146,6 +157,17 @@ impl GrpcInferenceService for StandInGrpc {
         parameters.insert(
             "namespace".to_string(),
             string_param(&self.0.config.namespace),
+        );
+        // What arrived of the tensors, so that tests can tell a rewritten message
+        // reached ModelMesh intact: total raw bytes and their FNV-1a hash.
+        let raw = &body.raw_input_contents;
+        parameters.insert(
+            "raw_input_bytes".to_string(),
+            string_param(&raw.iter().map(Vec::len).sum::<usize>().to_string()),
+        );
+        parameters.insert(
+            "raw_input_fnv1a".to_string(),
+            string_param(&format!("{:016x}", fnv1a(raw.iter().flatten()))),
         );
         let message = ModelInferResponse {
             model_name: model.clone(),

@@ -7,6 +7,7 @@
 //! received, and every request is kept in a [`Journal`] the tests can read.
 
 mod grpc;
+pub use grpc::fnv1a;
 mod rest;
 
 use std::collections::BTreeSet;
