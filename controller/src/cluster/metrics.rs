@@ -42,9 +42,9 @@ impl ReconcileResult {
 
 /// A group state as a label value (the state's word; the type lives in the core crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct GroupState(StateKind);
+struct StateLabel(StateKind);
 
-impl GroupState {
+impl StateLabel {
     const fn as_str(self) -> &'static str {
         self.0.as_str()
     }
@@ -65,7 +65,7 @@ macro_rules! label_values {
 label_values! {
     ReconcileResult => ReconcileResult::as_str,
     ErrorKind => ErrorKind::metric_label,
-    GroupState => GroupState::as_str,
+    StateLabel => StateLabel::as_str,
     ManagedKind => ManagedKind::kind,
     Outcome => Outcome::as_str,
 }
@@ -82,7 +82,7 @@ struct ErrorLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct GroupLabels {
-    state: GroupState,
+    state: StateLabel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -182,7 +182,7 @@ impl Metrics {
         for (state, count) in counts {
             self.groups
                 .get_or_create(&GroupLabels {
-                    state: GroupState(state),
+                    state: StateLabel(state),
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
