@@ -783,7 +783,7 @@ async fn a_write_that_keeps_failing_is_done_on_the_next_pass_and_the_others_go_t
         matches!(error, ClusterError::Incomplete { .. }),
         "{error:?}"
     );
-    assert_eq!(error.kind(), "incomplete");
+    assert_eq!(error.kind().metric_label(), "incomplete");
     assert!(
         error
             .to_string()

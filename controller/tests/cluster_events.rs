@@ -7,7 +7,10 @@ mod cluster_mock;
 use std::path::PathBuf;
 
 use cluster_mock::*;
-use modelsplit_controller::cluster::events::{event_object, Announcement, EventMemory, IsvcUids};
+use kube::runtime::events::EventType;
+use modelsplit_controller::cluster::events::{
+    event_object, type_name, Announcement, EventMemory, EventReason, IsvcUids,
+};
 use modelsplit_core::{planner, Plan, PreviousConfigs, Settings};
 
 fn plan_of(files: &[&str], previous: &PreviousConfigs) -> Plan {
@@ -36,7 +39,7 @@ fn events(announcements: &[Announcement]) -> Vec<(String, String, String)> {
             (
                 e.reason.to_string(),
                 e.regarding.name.clone().unwrap_or_default(),
-                e.type_.to_string(),
+                type_name(e.type_).to_string(),
             )
         })
         .collect()
@@ -137,7 +140,7 @@ fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
     let lost_note = first
         .iter()
         .flat_map(|a| &a.events)
-        .find(|e| e.reason == "GrpcNameLost")
+        .find(|e| e.reason == EventReason::GrpcNameLost)
         .map(|e| e.note.clone())
         .unwrap();
     assert!(
@@ -148,13 +151,13 @@ fn an_invalid_group_says_why_and_a_lost_grpc_name_is_said_once() {
     let invalid: Vec<_> = first
         .iter()
         .flat_map(|a| &a.events)
-        .filter(|e| e.reason == "GroupInvalid")
+        .filter(|e| e.reason == EventReason::GroupInvalid)
         .collect();
     assert!(!invalid.is_empty(), "{all:?}");
     assert!(
         invalid
             .iter()
-            .all(|e| e.type_ == "Warning" && e.note.contains("invalid")),
+            .all(|e| e.type_ == EventType::Warning && e.note.contains("invalid")),
         "{invalid:?}"
     );
 

@@ -4,6 +4,7 @@
 use modelsplit_controller::render;
 use modelsplit_core::planner::{self, NamespaceRoutes, Observed, Plan, PreviousConfigs};
 use modelsplit_core::report::{GroupReport, GroupState};
+use modelsplit_core::resources::ObjectKind;
 use modelsplit_core::rules::GroupProblem;
 use modelsplit_core::settings::{GatewayRef, Settings};
 use modelsplit_filter::config::{FilterConfig, GroupConfig};
@@ -456,7 +457,7 @@ fn broken_gateway_annotations_leave_the_namespace_out_with_a_notice() {
     let notice = |ns: &str| {
         plan.notices
             .iter()
-            .find(|n| n.kind == "Namespace" && n.name == ns)
+            .find(|n| n.kind == ObjectKind::Namespace && n.name == ns)
             .unwrap_or_else(|| panic!("no notice for {ns}: {:?}", plan.notices))
             .message
             .clone()

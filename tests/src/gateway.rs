@@ -342,10 +342,10 @@ impl Gateway {
         for step in transition_steps(Some(&old), &new, &self.wasm) {
             let before = self.subscription_counters().await?;
             for (file, contents) in &step {
-                write_atomically(&self.config_dir, file, contents)
+                write_atomically(&self.config_dir, file.file_name(), contents)
                     .map_err(io(format!("writing {file}")))?;
             }
-            let changed: Vec<&str> = step.iter().map(|(file, _)| *file).collect();
+            let changed: Vec<&str> = step.iter().map(|(file, _)| file.file_name()).collect();
             self.wait_for("apply the changed gateway files", RELOAD_TIMEOUT, || {
                 let (changed, before) = (changed.clone(), &before);
                 async move {

@@ -6,7 +6,7 @@
 //! (1-based) and the field.
 
 use crate::planner::{Observed, PreviousConfigs, DEFAULT_NAMESPACE};
-use crate::resources::{InferenceService, Namespace, ServingRuntime, WasmPlugin};
+use crate::resources::{InferenceService, Namespace, ObjectKind, ServingRuntime, WasmPlugin};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +30,7 @@ pub enum ManifestError {
     EmptyDirectory { path: PathBuf },
     #[error("{kind} {namespace}/{name} is defined twice: in {first} and in {second}; keep one")]
     Duplicate {
-        kind: &'static str,
+        kind: ObjectKind,
         namespace: String,
         name: String,
         first: String,
@@ -58,7 +58,7 @@ impl fmt::Display for Location {
 #[derive(Debug, Default)]
 struct Loaded {
     observed: Observed,
-    seen: BTreeMap<(&'static str, String, String), String>,
+    seen: BTreeMap<(ObjectKind, String, String), String>,
 }
 
 /// Reads every manifest under `paths` (files, or directories searched recursively
@@ -293,16 +293,10 @@ impl Loaded {
             .get("apiVersion")
             .and_then(|v| v.as_str())
             .unwrap_or_default();
-        let (kind, expected) = match (group, kind) {
-            ("", "Namespace") => ("Namespace", "v1"),
-            ("serving.kserve.io", "InferenceService") => {
-                ("InferenceService", "serving.kserve.io/v1beta1")
-            }
-            ("serving.kserve.io", "ServingRuntime") => {
-                ("ServingRuntime", "serving.kserve.io/v1alpha1")
-            }
-            _ => return Ok(()), // not an input of modelsplit
+        let Some(kind) = ObjectKind::from_group_kind(group, kind) else {
+            return Ok(()); // not an input of modelsplit
         };
+        let expected = kind.api_version();
         if api_version != expected {
             return Err(error(format!(
                 "{kind} has apiVersion {api_version:?}; modelsplit reads {expected}"
@@ -310,13 +304,13 @@ impl Loaded {
         }
         let here = format!("{} document {location}", path.display());
         match kind {
-            "Namespace" => {
+            ObjectKind::Namespace => {
                 let namespace: Namespace = typed(path, location, value)?;
                 let name = required_name(&namespace.metadata, kind).map_err(error)?;
-                self.remember("Namespace", String::new(), name, here)?;
+                self.remember(kind, String::new(), name, here)?;
                 self.observed.namespaces.push(namespace);
             }
-            "InferenceService" => {
+            ObjectKind::InferenceService => {
                 let mut isvc: InferenceService = typed(path, location, value)?;
                 let name = required_name(&isvc.metadata, kind).map_err(error)?;
                 let namespace = isvc
@@ -324,10 +318,10 @@ impl Loaded {
                     .namespace
                     .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string())
                     .clone();
-                self.remember("InferenceService", namespace, name, here)?;
+                self.remember(kind, namespace, name, here)?;
                 self.observed.inference_services.push(isvc);
             }
-            _ => {
+            ObjectKind::ServingRuntime => {
                 let mut runtime: ServingRuntime = typed(path, location, value)?;
                 let name = required_name(&runtime.metadata, kind).map_err(error)?;
                 let namespace = runtime
@@ -335,7 +329,7 @@ impl Loaded {
                     .namespace
                     .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string())
                     .clone();
-                self.remember("ServingRuntime", namespace, name, here)?;
+                self.remember(kind, namespace, name, here)?;
                 self.observed.serving_runtimes.push(runtime);
             }
         }
@@ -345,7 +339,7 @@ impl Loaded {
     /// Two definitions of one object would make the output depend on file order.
     fn remember(
         &mut self,
-        kind: &'static str,
+        kind: ObjectKind,
         namespace: String,
         name: String,
         here: String,
@@ -367,7 +361,7 @@ impl Loaded {
 
 fn required_name(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: &str,
+    kind: ObjectKind,
 ) -> Result<String, String> {
     match meta.name.as_deref() {
         Some(name) if !name.is_empty() => Ok(name.to_string()),

@@ -1,6 +1,7 @@
 //! What the planner tells people: one entry per group, plus notices about single
 //! objects. `render` prints them; the cluster controller turns changes into Events.
 
+use crate::resources::ObjectKind;
 use crate::rules::{self, GroupProblem};
 use modelsplit_filter::config::GroupConfig;
 use std::fmt;
@@ -35,19 +36,58 @@ pub enum GroupState {
 }
 
 impl GroupState {
-    /// A short word for logs, metrics and Event reasons.
-    pub fn label(&self) -> &'static str {
+    /// The state without its details.
+    pub fn kind(&self) -> StateKind {
         match self {
-            GroupState::Valid => "valid",
-            GroupState::Stale { .. } => "stale",
-            GroupState::Invalid { .. } => "invalid",
-            GroupState::Ignored { .. } => "ignored",
+            GroupState::Valid => StateKind::Valid,
+            GroupState::Stale { .. } => StateKind::Stale,
+            GroupState::Invalid { .. } => StateKind::Invalid,
+            GroupState::Ignored { .. } => StateKind::Ignored,
         }
+    }
+
+    /// A short word for the report, logs and metrics.
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// Whether the group as configured now is invalid (`--strict` fails on these).
     pub fn is_invalid(&self) -> bool {
         matches!(self, GroupState::Stale { .. } | GroupState::Invalid { .. })
+    }
+}
+
+/// The states of a group without their details: what metrics count groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StateKind {
+    Valid,
+    Stale,
+    Invalid,
+    Ignored,
+}
+
+impl StateKind {
+    pub const ALL: [StateKind; 4] = [
+        StateKind::Valid,
+        StateKind::Stale,
+        StateKind::Invalid,
+        StateKind::Ignored,
+    ];
+
+    /// The word of the report line and the metrics' `state` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Valid => "valid",
+            StateKind::Stale => "stale",
+            StateKind::Invalid => "invalid",
+            StateKind::Ignored => "ignored",
+        }
+    }
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -79,7 +119,7 @@ pub struct OversizedPlugin {
     pub kept_previous: bool,
 }
 
-/// Why a [`Notice`] was given; the reason of its Event.
+/// Why a [`Notice`] was given; in a cluster, the reason of its Event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NoticeReason {
     /// Anything the planner found (gateway annotations, gRPC name taken, size limit).
@@ -88,21 +128,11 @@ pub enum NoticeReason {
     RoutesNotWritten,
 }
 
-impl NoticeReason {
-    /// The `reason` of the Event.
-    pub fn event_reason(self) -> &'static str {
-        match self {
-            NoticeReason::Planner => "ModelsplitNotice",
-            NoticeReason::RoutesNotWritten => "RoutesNotWritten",
-        }
-    }
-}
-
 /// Something about one object that a person should know (an Event in a cluster).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Notice {
-    /// `Namespace` or `InferenceService`.
-    pub kind: &'static str,
+    /// What the notice is about: a Namespace or an InferenceService.
+    pub kind: ObjectKind,
     pub reason: NoticeReason,
     /// Empty for cluster-scoped objects.
     pub namespace: String,

@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::error::{status_code, ClusterError};
-use super::kinds::ManagedKind;
+use super::kinds::{ManagedKind, Verb};
 use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::retry::{leader_call, Backoff};
@@ -55,8 +55,8 @@ impl DesiredObject {
     }
 }
 
-/// What happened to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to one object (the `action` label of `modelsplit_writes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Created,
     Updated,
@@ -187,7 +187,7 @@ impl Writer<'_> {
                 if *outcome != Outcome::Unchanged {
                     tracing::info!(object = %key, outcome = outcome.as_str(), "synced");
                 }
-                self.metrics.wrote(key.kind.kind(), outcome.as_str());
+                self.metrics.wrote(key.kind, *outcome);
             }
             Err(error) => {
                 tracing::warn!(object = %key, %error, "write failed");
@@ -219,7 +219,7 @@ impl Writer<'_> {
         self.metrics.observe_apply(started.elapsed());
         result
             .map(drop)
-            .map_err(|e| forbidden_or(e, "patch", &object.key))
+            .map_err(|e| forbidden_or(e, Verb::Patch, &object.key))
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), ClusterError> {
@@ -238,13 +238,13 @@ impl Writer<'_> {
             Ok(_) => Ok(()),
             // Already gone: what pruning wanted.
             Err(ClusterError::Kube { source, .. }) if status_code(&source) == Some(404) => Ok(()),
-            Err(error) => Err(forbidden_or(error, "delete", key)),
+            Err(error) => Err(forbidden_or(error, Verb::Delete, key)),
         }
     }
 }
 
 /// A 403 as the typed RBAC error naming the resource; anything else unchanged.
-fn forbidden_or(error: ClusterError, verb: &'static str, key: &ObjectKey) -> ClusterError {
+fn forbidden_or(error: ClusterError, verb: Verb, key: &ObjectKey) -> ClusterError {
     match error {
         ClusterError::Kube { source, .. } if status_code(&source) == Some(403) => {
             let message = match &source {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::kinds::Verb;
+
 /// Process exit codes of `modelsplit run` (documented in controller/deploy/README.md).
 pub mod exit_code {
     /// Any other failure (cannot reach the API server, bad flags, ...).
@@ -48,7 +50,7 @@ pub enum ClusterError {
         namespace.as_deref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default()
     )]
     Forbidden {
-        verb: &'static str,
+        verb: Verb,
         resource: &'static ResourceName,
         namespace: Option<String>,
         message: String,
@@ -100,21 +102,71 @@ impl ClusterError {
         }
     }
 
-    /// A short label for the `modelsplit_errors_total{kind=...}` metric.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of error this is, for the `modelsplit_errors_total{kind=...}` metric.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ClusterError::CrdMissing { .. } => "crd_missing",
-            ClusterError::Forbidden { .. } => "forbidden",
+            ClusterError::CrdMissing { .. } => ErrorKind::CrdMissing,
+            ClusterError::Forbidden { .. } => ErrorKind::Forbidden,
             ClusterError::Kube { source, .. } => match status_code(source) {
-                Some(409) => "conflict",
-                Some(code) if code >= 500 => "server",
-                Some(_) => "api",
-                None => "transport",
+                Some(409) => ErrorKind::Conflict,
+                Some(code) if code >= 500 => ErrorKind::Server,
+                Some(_) => ErrorKind::Api,
+                None => ErrorKind::Transport,
             },
-            ClusterError::NotLeader => "not_leader",
-            ClusterError::Timeout { .. } => "timeout",
-            ClusterError::Incomplete { .. } => "incomplete",
-            ClusterError::MetricsServer { .. } => "metrics_server",
+            ClusterError::NotLeader => ErrorKind::NotLeader,
+            ClusterError::Timeout { .. } => ErrorKind::Timeout,
+            ClusterError::Incomplete { .. } => ErrorKind::Incomplete,
+            ClusterError::MetricsServer { .. } => ErrorKind::MetricsServer,
+        }
+    }
+}
+
+/// The errors the controller counts: those of a [`ClusterError`], and failures that are
+/// only logged and retried (watches, the lease, Events, objects that do not decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    CrdMissing,
+    Forbidden,
+    /// The API server answered 409.
+    Conflict,
+    /// The API server answered 5xx.
+    Server,
+    /// The API server answered with another error status.
+    Api,
+    /// No answer from the API server (connection, TLS, body).
+    Transport,
+    NotLeader,
+    Timeout,
+    Incomplete,
+    MetricsServer,
+    /// A watch failed (it retries with backoff).
+    Watch,
+    /// Renewing or acquiring the leader lease failed.
+    Lease,
+    /// An Event could not be created.
+    Event,
+    /// A watched object could not be read as its type.
+    Decode,
+}
+
+impl ErrorKind {
+    /// The value of the metric's `kind` label.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            ErrorKind::CrdMissing => "crd_missing",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Server => "server",
+            ErrorKind::Api => "api",
+            ErrorKind::Transport => "transport",
+            ErrorKind::NotLeader => "not_leader",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Incomplete => "incomplete",
+            ErrorKind::MetricsServer => "metrics_server",
+            ErrorKind::Watch => "watch",
+            ErrorKind::Lease => "lease",
+            ErrorKind::Event => "event",
+            ErrorKind::Decode => "decode",
         }
     }
 }

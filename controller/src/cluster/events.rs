@@ -3,6 +3,7 @@
 //! remembers what it last said per group, so a steady state says nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -10,24 +11,117 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::EventType;
 use kube::{Api, Client};
 use modelsplit_filter::config::FilterConfig;
 
-use modelsplit_core::report::{GroupReport, GroupState, Notice};
+use modelsplit_core::report::{GroupReport, GroupState, Notice, NoticeReason, StateKind};
+use modelsplit_core::resources::ObjectKind;
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "modelsplit";
 /// `action` of every Event: what the controller was doing.
 pub const ACTION: &str = "Reconcile";
 
+/// The `reason` of every Event the controller creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    /// The group is published as configured.
+    GroupReady,
+    /// The group is invalid; the filter keeps its last valid split.
+    GroupStale,
+    /// The group is invalid and not published.
+    GroupInvalid,
+    /// The group is not considered (namespace not in the mesh, bad gateway).
+    GroupIgnored,
+    /// The group does not answer to gRPC: a name is owned by another namespace.
+    GrpcNameLost,
+    /// A notice of the planner ([`NoticeReason::Planner`]).
+    ModelsplitNotice,
+    /// A group's routes could not be written ([`NoticeReason::RoutesNotWritten`]).
+    RoutesNotWritten,
+}
+
+impl EventReason {
+    /// The Event's `reason` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::GroupReady => "GroupReady",
+            EventReason::GroupStale => "GroupStale",
+            EventReason::GroupInvalid => "GroupInvalid",
+            EventReason::GroupIgnored => "GroupIgnored",
+            EventReason::GrpcNameLost => "GrpcNameLost",
+            EventReason::ModelsplitNotice => "ModelsplitNotice",
+            EventReason::RoutesNotWritten => "RoutesNotWritten",
+        }
+    }
+
+    /// Normal for news that need nothing done, Warning for the rest.
+    pub const fn event_type(self) -> EventType {
+        match self {
+            EventReason::GroupReady | EventReason::GroupIgnored => EventType::Normal,
+            EventReason::GroupStale
+            | EventReason::GroupInvalid
+            | EventReason::GrpcNameLost
+            | EventReason::ModelsplitNotice
+            | EventReason::RoutesNotWritten => EventType::Warning,
+        }
+    }
+}
+
+impl From<StateKind> for EventReason {
+    fn from(state: StateKind) -> Self {
+        match state {
+            StateKind::Valid => EventReason::GroupReady,
+            StateKind::Stale => EventReason::GroupStale,
+            StateKind::Invalid => EventReason::GroupInvalid,
+            StateKind::Ignored => EventReason::GroupIgnored,
+        }
+    }
+}
+
+impl From<NoticeReason> for EventReason {
+    fn from(reason: NoticeReason) -> Self {
+        match reason {
+            NoticeReason::Planner => EventReason::ModelsplitNotice,
+            NoticeReason::RoutesNotWritten => EventReason::RoutesNotWritten,
+        }
+    }
+}
+
+impl fmt::Display for EventReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Event's `type` field.
+pub const fn type_name(type_: EventType) -> &'static str {
+    match type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    }
+}
+
 /// One Event to create.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSpec {
     pub regarding: ObjectReference,
-    /// Normal or Warning.
-    pub type_: &'static str,
-    pub reason: &'static str,
+    /// Normal or Warning, as its reason says.
+    pub type_: EventType,
+    pub reason: EventReason,
     pub note: String,
+}
+
+impl EventSpec {
+    pub fn new(regarding: ObjectReference, reason: EventReason, note: String) -> Self {
+        EventSpec {
+            regarding,
+            type_: reason.event_type(),
+            reason,
+            note,
+        }
+    }
 }
 
 /// What is remembered per subject: the report line last announced.
@@ -161,65 +255,58 @@ fn group_events(
     had_grpc_loss: bool,
     uids: &IsvcUids,
 ) -> Vec<EventSpec> {
-    let (type_, reason) = match &report.state {
-        GroupState::Valid => ("Normal", "GroupReady"),
-        GroupState::Stale { .. } => ("Warning", "GroupStale"),
-        GroupState::Invalid { .. } => ("Warning", "GroupInvalid"),
-        GroupState::Ignored { .. } => ("Normal", "GroupIgnored"),
-    };
+    let reason = EventReason::from(report.state.kind());
     let mut events = Vec::new();
     for member in &report.members {
-        let regarding = isvc_reference(&report.namespace, member, uids);
-        events.push(EventSpec {
-            regarding: regarding.clone(),
-            type_,
-            reason,
-            note: line.to_string(),
-        });
+        let regarding = reference(
+            ObjectKind::InferenceService,
+            &report.namespace,
+            member,
+            uids,
+        );
+        events.push(EventSpec::new(regarding.clone(), reason, line.to_string()));
         if let Some(loss) = report.grpc_lost.as_ref().filter(|_| !had_grpc_loss) {
-            events.push(EventSpec {
+            events.push(EventSpec::new(
                 regarding,
-                type_: "Warning",
-                reason: "GrpcNameLost",
-                note: format!(
+                EventReason::GrpcNameLost,
+                format!(
                     "group {}/{}: gRPC name {:?} belongs to namespace {} on this gateway (older claim); REST still works",
                     report.namespace, report.name, loss.name, loss.owner_namespace
                 ),
-            });
+            ));
         }
     }
     events
 }
 
 fn notice_event(notice: &Notice, uids: &IsvcUids) -> EventSpec {
-    let regarding = if notice.kind == "InferenceService" {
-        isvc_reference(&notice.namespace, &notice.name, uids)
-    } else {
-        ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some(notice.kind.to_string()),
-            name: Some(notice.name.clone()),
-            namespace: Some(notice.namespace.clone()).filter(|ns| !ns.is_empty()),
-            ..Default::default()
-        }
-    };
-    EventSpec {
-        regarding,
-        type_: "Warning",
-        reason: notice.reason.event_reason(),
-        note: notice.message.clone(),
-    }
+    EventSpec::new(
+        reference(notice.kind, &notice.namespace, &notice.name, uids),
+        notice.reason.into(),
+        notice.message.clone(),
+    )
 }
 
-fn isvc_reference(namespace: &str, name: &str, uids: &IsvcUids) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("serving.kserve.io/v1beta1".to_string()),
-        kind: Some("InferenceService".to_string()),
-        name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
-        uid: uids
+/// The object an Event is about: `namespace` is empty for cluster-scoped objects; the
+/// uid is known for InferenceServices the watchers saw.
+pub fn reference(
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+    uids: &IsvcUids,
+) -> ObjectReference {
+    let uid = match kind {
+        ObjectKind::InferenceService => uids
             .get(&(namespace.to_string(), name.to_string()))
             .cloned(),
+        ObjectKind::Namespace | ObjectKind::ServingRuntime => None,
+    };
+    ObjectReference {
+        api_version: Some(kind.api_version().to_string()),
+        kind: Some(kind.as_str().to_string()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()).filter(|ns| !ns.is_empty()),
+        uid,
         ..Default::default()
     }
 }
@@ -256,9 +343,9 @@ pub fn event_object(spec: &EventSpec, instance: &str, wall: Timestamp) -> Event 
         },
         event_time: Some(MicroTime(wall)),
         action: Some(ACTION.to_string()),
-        reason: Some(spec.reason.to_string()),
+        reason: Some(spec.reason.as_str().to_string()),
         note: Some(note),
-        type_: Some(spec.type_.to_string()),
+        type_: Some(type_name(spec.type_).to_string()),
         regarding: Some(spec.regarding.clone()),
         reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
         reporting_instance: Some(instance.to_string()),
@@ -277,4 +364,121 @@ pub async fn publish(
     let namespace = event.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     api.create(&PostParams::default(), &event).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The Event as the API server receives it, without its unique name and time.
+    fn written(spec: &EventSpec) -> Value {
+        let wall = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut value = serde_json::to_value(event_object(spec, "pod-a", wall)).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("eventTime");
+        object["metadata"].as_object_mut().unwrap().remove("name");
+        value
+    }
+
+    fn notice(kind: ObjectKind, reason: NoticeReason, namespace: &str) -> Notice {
+        Notice {
+            kind,
+            reason,
+            namespace: namespace.to_string(),
+            name: "x".to_string(),
+            message: "something".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_notice_on_an_inference_service_points_at_it_with_its_uid() {
+        let uids = IsvcUids::from([(("apps".into(), "x".into()), "uid-1".into())]);
+        let spec = notice_event(
+            &notice(
+                ObjectKind::InferenceService,
+                NoticeReason::RoutesNotWritten,
+                "apps",
+            ),
+            &uids,
+        );
+        assert_eq!(
+            written(&spec),
+            json!({
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"namespace": "apps"},
+                "action": "Reconcile",
+                "reason": "RoutesNotWritten",
+                "note": "something",
+                "type": "Warning",
+                "regarding": {
+                    "apiVersion": "serving.kserve.io/v1beta1",
+                    "kind": "InferenceService",
+                    "namespace": "apps",
+                    "name": "x",
+                    "uid": "uid-1",
+                },
+                "reportingController": "modelsplit",
+                "reportingInstance": "pod-a",
+            })
+        );
+    }
+
+    #[test]
+    fn a_notice_on_a_namespace_lives_in_default() {
+        let spec = notice_event(
+            &notice(ObjectKind::Namespace, NoticeReason::Planner, ""),
+            &IsvcUids::new(),
+        );
+        assert_eq!(
+            written(&spec),
+            json!({
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"namespace": "default"},
+                "action": "Reconcile",
+                "reason": "ModelsplitNotice",
+                "note": "something",
+                "type": "Warning",
+                "regarding": {"apiVersion": "v1", "kind": "Namespace", "name": "x"},
+                "reportingController": "modelsplit",
+                "reportingInstance": "pod-a",
+            })
+        );
+    }
+
+    #[test]
+    fn reasons_and_types_are_named_as_the_events_api_shows_them() {
+        let cases = [
+            (EventReason::from(StateKind::Valid), "GroupReady", "Normal"),
+            (EventReason::from(StateKind::Stale), "GroupStale", "Warning"),
+            (
+                EventReason::from(StateKind::Invalid),
+                "GroupInvalid",
+                "Warning",
+            ),
+            (
+                EventReason::from(StateKind::Ignored),
+                "GroupIgnored",
+                "Normal",
+            ),
+            (EventReason::GrpcNameLost, "GrpcNameLost", "Warning"),
+            (
+                EventReason::from(NoticeReason::Planner),
+                "ModelsplitNotice",
+                "Warning",
+            ),
+            (
+                EventReason::from(NoticeReason::RoutesNotWritten),
+                "RoutesNotWritten",
+                "Warning",
+            ),
+        ];
+        for (reason, name, type_) in cases {
+            assert_eq!(reason.as_str(), name);
+            assert_eq!(reason.to_string(), name);
+            assert_eq!(type_name(reason.event_type()), type_, "{name}");
+        }
+    }
 }

@@ -1,9 +1,43 @@
 //! The Kubernetes resources `modelsplit run` touches, and the access it needs to each:
 //! one table for the startup checks, the watchers and the RBAC test of controller/deploy/.
 
+use std::fmt;
+
 use kube::core::ApiResource;
 
 use super::error::ResourceName;
+
+/// An API verb, as RBAC rules and access reviews name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 pub static NAMESPACES: ResourceName = ResourceName {
     group: "",
@@ -51,23 +85,36 @@ pub static LEASES: ResourceName = ResourceName {
 };
 
 /// Verbs needed cluster-wide (ClusterRole), in the order the startup checks try them.
-pub const CLUSTER_ACCESS: &[(&ResourceName, &[&str])] = &[
-    (&NAMESPACES, &["list", "watch"]),
-    (&SERVING_RUNTIMES, &["list", "watch"]),
-    (&INFERENCE_SERVICES, &["list", "watch"]),
+pub const CLUSTER_ACCESS: &[(&ResourceName, &[Verb])] = &[
+    (&NAMESPACES, &[Verb::List, Verb::Watch]),
+    (&SERVING_RUNTIMES, &[Verb::List, Verb::Watch]),
+    (&INFERENCE_SERVICES, &[Verb::List, Verb::Watch]),
     (
         &WASM_PLUGINS,
-        &["list", "watch", "create", "patch", "delete"],
+        &[
+            Verb::List,
+            Verb::Watch,
+            Verb::Create,
+            Verb::Patch,
+            Verb::Delete,
+        ],
     ),
     (
         &VIRTUAL_SERVICES,
-        &["list", "watch", "create", "patch", "delete"],
+        &[
+            Verb::List,
+            Verb::Watch,
+            Verb::Create,
+            Verb::Patch,
+            Verb::Delete,
+        ],
     ),
-    (&EVENTS, &["create"]),
+    (&EVENTS, &[Verb::Create]),
 ];
 
 /// Verbs needed on the Lease in the controller's own namespace (Role).
-pub const LEASE_ACCESS: (&ResourceName, &[&str]) = (&LEASES, &["get", "create", "update"]);
+pub const LEASE_ACCESS: (&ResourceName, &[Verb]) =
+    (&LEASES, &[Verb::Get, Verb::Create, Verb::Update]);
 
 /// The objects the controller publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,18 +19,86 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::error::ClusterError;
+use super::apply::Outcome;
+use super::error::{ClusterError, ErrorKind};
+use super::kinds::ManagedKind;
+use modelsplit_core::report::StateKind;
 
-type Labels = Vec<(&'static str, String)>;
+/// How a reconcile pass ended: the `result` label of `modelsplit_reconciles_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReconcileResult {
+    Ok,
+    Error,
+}
+
+impl ReconcileResult {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReconcileResult::Ok => "ok",
+            ReconcileResult::Error => "error",
+        }
+    }
+}
+
+/// A group state as a label value (the state's word; the type lives in the core crate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StateLabel(StateKind);
+
+impl StateLabel {
+    const fn as_str(self) -> &'static str {
+        self.0.as_str()
+    }
+}
+
+/// Label values are the words the enums define (snake_case, or the Kubernetes kind);
+/// the derive of `EncodeLabelValue` would write the variant names instead.
+macro_rules! label_values {
+    ($($type:ty => $word:path),* $(,)?) => {$(
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&$word(*self), encoder)
+            }
+        }
+    )*};
+}
+
+label_values! {
+    ReconcileResult => ReconcileResult::as_str,
+    ErrorKind => ErrorKind::metric_label,
+    StateLabel => StateLabel::as_str,
+    ManagedKind => ManagedKind::kind,
+    Outcome => Outcome::as_str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReconcileLabels {
+    result: ReconcileResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GroupLabels {
+    state: StateLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WriteLabels {
+    kind: ManagedKind,
+    action: Outcome,
+}
 
 /// Everything `/metrics` reports. Cheap to clone: all handles share their values.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    reconciles: Family<Labels, Counter>,
-    errors: Family<Labels, Counter>,
-    groups: Family<Labels, Gauge>,
-    writes: Family<Labels, Counter>,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    groups: Family<GroupLabels, Gauge>,
+    writes: Family<WriteLabels, Counter>,
     apply_seconds: Histogram,
     leader: Gauge,
     ready: Arc<AtomicBool>,
@@ -38,25 +107,25 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("modelsplit");
-        let reconciles = Family::<Labels, Counter>::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles run, by result (ok, error)",
             reconciles.clone(),
         );
-        let errors = Family::<Labels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "errors",
             "Errors by kind (conflict, server, api, transport, forbidden, not_leader, watch, lease, event, decode)",
             errors.clone(),
         );
-        let groups = Family::<Labels, Gauge>::default();
+        let groups = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "groups",
             "Groups by state after the last reconcile",
             groups.clone(),
         );
-        let writes = Family::<Labels, Counter>::default();
+        let writes = Family::<WriteLabels, Counter>::default();
         registry.register(
             "writes",
             "Objects written or skipped, by kind and action (created, updated, unchanged, pruned)",
@@ -87,25 +156,19 @@ impl Metrics {
         }
     }
 
-    pub fn reconciled(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
+    pub fn reconciled(&self, result: ReconcileResult) {
         self.reconciles
-            .get_or_create(&vec![("result", result.to_string())])
+            .get_or_create(&ReconcileLabels { result })
             .inc();
     }
 
-    pub fn error(&self, kind: &str) {
-        self.errors
-            .get_or_create(&vec![("kind", kind.to_string())])
-            .inc();
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
-    pub fn wrote(&self, kind: &str, action: &str) {
+    pub fn wrote(&self, kind: ManagedKind, action: Outcome) {
         self.writes
-            .get_or_create(&vec![
-                ("kind", kind.to_string()),
-                ("action", action.to_string()),
-            ])
+            .get_or_create(&WriteLabels { kind, action })
             .inc();
     }
 
@@ -114,11 +177,13 @@ impl Metrics {
     }
 
     /// Replaces the per-state group counts (states that vanished drop to 0).
-    pub fn set_groups<'a>(&self, counts: impl IntoIterator<Item = (&'a str, usize)>) {
+    pub fn set_groups(&self, counts: impl IntoIterator<Item = (StateKind, usize)>) {
         self.groups.clear();
         for (state, count) in counts {
             self.groups
-                .get_or_create(&vec![("state", state.to_string())])
+                .get_or_create(&GroupLabels {
+                    state: StateLabel(state),
+                })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
@@ -202,4 +267,85 @@ pub async fn bind(
             tracing::warn!(%error, "metrics server stopped");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_labels_and_values_as_dashboards_expect() {
+        let metrics = Metrics::new();
+        metrics.reconciled(ReconcileResult::Ok);
+        metrics.reconciled(ReconcileResult::Ok);
+        metrics.reconciled(ReconcileResult::Error);
+        let errors = [
+            (ErrorKind::CrdMissing, "crd_missing"),
+            (ErrorKind::Forbidden, "forbidden"),
+            (ErrorKind::Conflict, "conflict"),
+            (ErrorKind::Server, "server"),
+            (ErrorKind::Api, "api"),
+            (ErrorKind::Transport, "transport"),
+            (ErrorKind::NotLeader, "not_leader"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Incomplete, "incomplete"),
+            (ErrorKind::MetricsServer, "metrics_server"),
+            (ErrorKind::Watch, "watch"),
+            (ErrorKind::Lease, "lease"),
+            (ErrorKind::Event, "event"),
+            (ErrorKind::Decode, "decode"),
+        ];
+        for (kind, _) in errors {
+            metrics.error(kind);
+        }
+        let writes = [
+            (ManagedKind::WasmPlugin, Outcome::Created),
+            (ManagedKind::WasmPlugin, Outcome::Unchanged),
+            (ManagedKind::VirtualService, Outcome::Updated),
+            (ManagedKind::VirtualService, Outcome::Pruned),
+        ];
+        for (kind, action) in writes {
+            metrics.wrote(kind, action);
+        }
+        metrics.set_groups([
+            (StateKind::Valid, 3),
+            (StateKind::Stale, 1),
+            (StateKind::Invalid, 0),
+            (StateKind::Ignored, 2),
+        ]);
+        metrics.set_leader(true);
+
+        let text = metrics.render();
+        let mut expected = vec![
+            "modelsplit_reconciles_total{result=\"ok\"} 2".to_string(),
+            "modelsplit_reconciles_total{result=\"error\"} 1".to_string(),
+            "modelsplit_writes_total{kind=\"WasmPlugin\",action=\"created\"} 1".to_string(),
+            "modelsplit_writes_total{kind=\"WasmPlugin\",action=\"unchanged\"} 1".to_string(),
+            "modelsplit_writes_total{kind=\"VirtualService\",action=\"updated\"} 1".to_string(),
+            "modelsplit_writes_total{kind=\"VirtualService\",action=\"pruned\"} 1".to_string(),
+            "modelsplit_groups{state=\"valid\"} 3".to_string(),
+            "modelsplit_groups{state=\"stale\"} 1".to_string(),
+            "modelsplit_groups{state=\"invalid\"} 0".to_string(),
+            "modelsplit_groups{state=\"ignored\"} 2".to_string(),
+            "modelsplit_leader 1".to_string(),
+            "# TYPE modelsplit_reconciles counter".to_string(),
+            "# HELP modelsplit_reconciles Reconciles run, by result (ok, error).".to_string(),
+            "# TYPE modelsplit_groups gauge".to_string(),
+        ];
+        expected.extend(
+            errors
+                .iter()
+                .map(|(_, label)| format!("modelsplit_errors_total{{kind=\"{label}\"}} 1")),
+        );
+        for line in &expected {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        // 2 results, 14 error kinds, 4 writes, 4 states, leader, the histogram's
+        // 12 buckets + inf + sum + count.
+        assert_eq!(samples, 2 + 14 + 4 + 4 + 1 + 15, "{text}");
+    }
 }

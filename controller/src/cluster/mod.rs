@@ -34,8 +34,9 @@ use tokio::sync::watch as signal;
 use tokio::time::Instant;
 
 pub use error::ClusterError;
+use error::ErrorKind;
 use lease::{keep_leading, LeaderElector, Leadership, LeaseSettings};
-use metrics::Metrics;
+use metrics::{Metrics, ReconcileResult};
 use reconcile::Reconciler;
 use retry::Backoff;
 use watch::Scope;
@@ -77,7 +78,7 @@ pub async fn run(
         elector,
         leadership.clone(),
         shutdown.clone(),
-        move |_| lease_metrics.error("lease"),
+        move |_| lease_metrics.error(ErrorKind::Lease),
     ));
 
     let watchers = watch::start(&client, &settings.scope, metrics.clone());
@@ -131,7 +132,7 @@ pub async fn run(
         }
         match reconciler.reconcile_once(&watchers.stores.snapshot()).await {
             Ok(outcome) => {
-                metrics.reconciled(true);
+                metrics.reconciled(ReconcileResult::Ok);
                 failures = 0;
                 retry_at = None;
                 wake_at = outcome.wake_at.map(|at| {
@@ -146,7 +147,7 @@ pub async fn run(
                 );
             }
             Err(error) => {
-                metrics.reconciled(false);
+                metrics.reconciled(ReconcileResult::Error);
                 metrics.error(error.kind());
                 failures = failures.saturating_add(1);
                 let delay = retry.delay_after(failures);

@@ -9,7 +9,7 @@ use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
 
 use super::error::{status_code, ClusterError, ResourceName};
-use super::kinds::{api_resource, CLUSTER_ACCESS, LEASE_ACCESS};
+use super::kinds::{api_resource, Verb, CLUSTER_ACCESS, LEASE_ACCESS};
 
 /// Lists one object of each watched resource (404: CRD missing, 403: RBAC), then asks the
 /// API server (SelfSubjectAccessReview) whether every write verb is allowed.
@@ -19,21 +19,21 @@ pub async fn check(
     lease_name: &str,
 ) -> Result<(), ClusterError> {
     for (resource, verbs) in CLUSTER_ACCESS {
-        if verbs.contains(&"list") {
+        if verbs.contains(&Verb::List) {
             check_list(client, resource).await?;
         }
     }
     for (resource, verbs) in CLUSTER_ACCESS {
-        for verb in verbs.iter().filter(|v| !matches!(**v, "list")) {
-            check_access(client, verb, resource, None, None).await?;
+        for verb in verbs.iter().filter(|v| **v != Verb::List) {
+            check_access(client, *verb, resource, None, None).await?;
         }
     }
     // Asked for the Lease by name: a Role may grant get/update on that name only
     // (`create` cannot be limited by name).
     let (resource, verbs) = LEASE_ACCESS;
     for verb in verbs {
-        let name = (*verb != "create").then_some(lease_name);
-        check_access(client, verb, resource, Some(lease_namespace), name).await?;
+        let name = (*verb != Verb::Create).then_some(lease_name);
+        check_access(client, *verb, resource, Some(lease_namespace), name).await?;
     }
     Ok(())
 }
@@ -45,7 +45,7 @@ async fn check_list(client: &Client, resource: &'static ResourceName) -> Result<
         Err(error) => Err(match status_code(&error) {
             Some(404) => ClusterError::CrdMissing { resource },
             Some(403) => ClusterError::Forbidden {
-                verb: "list",
+                verb: Verb::List,
                 resource,
                 namespace: None,
                 message: api_message(&error),
@@ -57,7 +57,7 @@ async fn check_list(client: &Client, resource: &'static ResourceName) -> Result<
 
 async fn check_access(
     client: &Client,
-    verb: &'static str,
+    verb: Verb,
     resource: &'static ResourceName,
     namespace: Option<&str>,
     name: Option<&str>,
@@ -67,7 +67,7 @@ async fn check_access(
             resource_attributes: Some(ResourceAttributes {
                 group: Some(resource.group.to_string()),
                 resource: Some(resource.plural.to_string()),
-                verb: Some(verb.to_string()),
+                verb: Some(verb.as_str().to_string()),
                 namespace: namespace.map(str::to_string),
                 name: name.map(str::to_string),
                 ..Default::default()

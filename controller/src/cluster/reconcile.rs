@@ -10,7 +10,7 @@ use kube::Client;
 use modelsplit_filter::config::FilterConfig;
 
 use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer};
-use super::error::ClusterError;
+use super::error::{ClusterError, ErrorKind};
 use super::events::{self, EventMemory, Subject};
 use super::kinds::ManagedKind;
 use super::lease::Leadership;
@@ -21,8 +21,8 @@ use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
 use super::watch::Scope;
 use modelsplit_core::encode::virtual_service::virtual_service;
 use modelsplit_core::planner::{self, NamespaceRoutes, Plan};
-use modelsplit_core::report::{Notice, NoticeReason};
-use modelsplit_core::resources::WasmPlugin;
+use modelsplit_core::report::{Notice, NoticeReason, StateKind};
+use modelsplit_core::resources::{ObjectKind, WasmPlugin};
 use modelsplit_core::settings::Settings;
 
 /// The resources a plan wants, as apply bodies (WasmPlugins, then VirtualServices), under
@@ -122,7 +122,7 @@ impl Reconciler {
         let (observed, decode_errors) = snapshot.observed();
         for error in &decode_errors {
             tracing::warn!(object = %error.object, error = %error.message, "skipping an object that cannot be read");
-            self.metrics.error("decode");
+            self.metrics.error(ErrorKind::Decode);
         }
         let published = snapshot.published(&instance);
         let previous: planner::PreviousConfigs = published
@@ -337,8 +337,8 @@ impl Reconciler {
                     Err(ClusterError::NotLeader) => return Err(ClusterError::NotLeader),
                     Err(error) => {
                         // Not remembered: the announcement is retried on the next pass.
-                        tracing::warn!(%error, reason = spec.reason, "could not create an Event");
-                        self.metrics.error("event");
+                        tracing::warn!(%error, reason = spec.reason.as_str(), "could not create an Event");
+                        self.metrics.error(ErrorKind::Event);
                         first_error.get_or_insert(error);
                         continue 'announcements;
                     }
@@ -354,12 +354,10 @@ impl Reconciler {
     }
 
     fn count_groups(&self, plan: &Plan) {
-        let mut counts: BTreeMap<&str, usize> = ["valid", "stale", "invalid", "ignored"]
-            .into_iter()
-            .map(|state| (state, 0))
-            .collect();
+        let mut counts: BTreeMap<StateKind, usize> =
+            StateKind::ALL.into_iter().map(|state| (state, 0)).collect();
         for group in &plan.groups {
-            *counts.entry(group.state.label()).or_default() += 1;
+            *counts.entry(group.state.kind()).or_default() += 1;
         }
         self.metrics.set_groups(counts);
     }
@@ -378,7 +376,7 @@ fn held_back_notices(
         .filter(|g| g.namespace == namespace)
         .flat_map(|g| {
             g.members.iter().map(move |member| Notice {
-                kind: "InferenceService",
+                kind: ObjectKind::InferenceService,
                 reason: NoticeReason::RoutesNotWritten,
                 namespace: namespace.to_string(),
                 name: member.clone(),

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::error::ResourceName;
+use super::error::{ErrorKind, ResourceName};
 use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
 use super::metrics::Metrics;
 use super::snapshot::Snapshot;
@@ -162,7 +162,7 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
                 Ok(()) => signal.notify_one(),
                 Err(error) => {
                     tracing::warn!(%error, "watch failed; retrying with backoff");
-                    metrics.error("watch");
+                    metrics.error(ErrorKind::Watch);
                 }
             }
         }

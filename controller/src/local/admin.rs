@@ -1,9 +1,7 @@
 //! Envoy's admin API, read to confirm that Envoy applied each written step: the
 //! update counters of the CDS, RDS and ECDS subscriptions in `/stats`.
 
-use super::envoy_files::{
-    CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE, ROUTE_CONFIG_NAME,
-};
+use super::envoy_files::{WatchedFile, FILTER_NAME, LISTENER_NAME, ROUTE_CONFIG_NAME};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -25,7 +23,7 @@ pub struct Admin {
 }
 
 /// Per watched file: (applied, rejected) update counts.
-pub type Counters = BTreeMap<&'static str, (u64, u64)>;
+pub type Counters = BTreeMap<WatchedFile, (u64, u64)>;
 
 impl Admin {
     /// Parses `http://HOST:PORT` (a trailing `/` is fine).
@@ -64,21 +62,21 @@ impl Admin {
         let ecds = format!("extension_config_discovery.http_filter.{FILTER_NAME}");
         Ok(BTreeMap::from([
             (
-                CDS_FILE,
+                WatchedFile::Cds,
                 (
                     get("cluster_manager.cds.update_success"),
                     get("cluster_manager.cds.update_rejected"),
                 ),
             ),
             (
-                RDS_FILE,
+                WatchedFile::Rds,
                 (
                     get(&format!("{rds}.update_success")),
                     get(&format!("{rds}.update_rejected")),
                 ),
             ),
             (
-                ECDS_FILE,
+                WatchedFile::Ecds,
                 (
                     get(&format!("{ecds}.config_reload")),
                     get(&format!("{ecds}.config_fail")),

@@ -17,6 +17,7 @@ use modelsplit_core::encode::envoy_routes;
 use modelsplit_core::routing::{self, ModelMeshPort};
 use modelsplit_filter::config::FilterConfig;
 use serde_json::{json, Value};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -127,6 +128,40 @@ impl BootstrapSettings {
             admin: SocketAddr::from(([0, 0, 0, 0], 9901)),
             config_dir: PathBuf::from("/etc/modelsplit/gateway"),
         }
+    }
+}
+
+/// The three files Envoy watches, one per kind of xDS resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WatchedFile {
+    Ecds,
+    Rds,
+    Cds,
+}
+
+impl WatchedFile {
+    /// The file's name in the config directory.
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            WatchedFile::Ecds => ECDS_FILE,
+            WatchedFile::Rds => RDS_FILE,
+            WatchedFile::Cds => CDS_FILE,
+        }
+    }
+
+    /// What the file configures, in a word: `filter`, `routes`, `clusters`.
+    pub const fn contents(self) -> &'static str {
+        match self {
+            WatchedFile::Ecds => "filter",
+            WatchedFile::Rds => "routes",
+            WatchedFile::Cds => "clusters",
+        }
+    }
+}
+
+impl fmt::Display for WatchedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
     }
 }
 
@@ -302,27 +337,28 @@ impl GatewayState {
 }
 
 impl DynamicFiles {
-    pub(crate) fn get(&self, file: &str) -> &str {
+    pub(crate) fn get(&self, file: WatchedFile) -> &str {
         match file {
-            ECDS_FILE => &self.ecds,
-            RDS_FILE => &self.rds,
-            _ => &self.cds,
+            WatchedFile::Ecds => &self.ecds,
+            WatchedFile::Rds => &self.rds,
+            WatchedFile::Cds => &self.cds,
         }
     }
 
-    pub(crate) fn set(&mut self, file: &str, contents: String) {
+    pub(crate) fn set(&mut self, file: WatchedFile, contents: String) {
         match file {
-            ECDS_FILE => self.ecds = contents,
-            RDS_FILE => self.rds = contents,
-            _ => self.cds = contents,
+            WatchedFile::Ecds => self.ecds = contents,
+            WatchedFile::Rds => self.rds = contents,
+            WatchedFile::Cds => self.cds = contents,
         }
     }
 
     /// Writes the files into `dir` (CDS, RDS, then ECDS), each atomically.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_atomically(dir, CDS_FILE, &self.cds)?;
-        write_atomically(dir, RDS_FILE, &self.rds)?;
-        write_atomically(dir, ECDS_FILE, &self.ecds)
+        for file in [WatchedFile::Cds, WatchedFile::Rds, WatchedFile::Ecds] {
+            write_atomically(dir, file.file_name(), self.get(file))?;
+        }
+        Ok(())
     }
 }
 

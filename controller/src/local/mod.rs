@@ -27,7 +27,7 @@ use admin::{Admin, Counters};
 use changes::Changes;
 use envoy_files::{
     read_filter_config, render_bootstrap, write_atomically, BootstrapSettings, GatewayState,
-    BOOTSTRAP_FILE, CDS_FILE, ECDS_FILE, RDS_FILE,
+    WatchedFile, BOOTSTRAP_FILE,
 };
 use modelsplit_core::planner::{self, PreviousConfigs};
 use modelsplit_core::settings::Settings;
@@ -196,7 +196,10 @@ fn apply(
         let step: Vec<_> = step
             .into_iter()
             .filter(|(file, contents)| {
-                std::fs::read_to_string(out.join(file)).ok().as_deref() != Some(contents)
+                std::fs::read_to_string(out.join(file.file_name()))
+                    .ok()
+                    .as_deref()
+                    != Some(contents)
             })
             .collect();
         if step.is_empty() {
@@ -204,9 +207,10 @@ fn apply(
         }
         let before = options.admin.as_ref().map(|a| (a, a.counters()));
         for (file, contents) in &step {
-            write_atomically(out, file, contents).map_err(io(&out.join(file)))?;
+            let name = file.file_name();
+            write_atomically(out, name, contents).map_err(io(&out.join(name)))?;
         }
-        let files: Vec<&'static str> = step.iter().map(|(file, _)| *file).collect();
+        let files: Vec<WatchedFile> = step.iter().map(|(file, _)| *file).collect();
         written.push(describe(&files));
         let last = index + 1 == count;
         match before {
@@ -253,11 +257,11 @@ fn apply(
 }
 
 /// Polls Envoy until every file of the step was applied (or rejected, or time ran out).
-fn wait_applied(admin: &Admin, before: &Counters, files: &[&'static str]) -> Result<(), String> {
+fn wait_applied(admin: &Admin, before: &Counters, files: &[WatchedFile]) -> Result<(), String> {
     let deadline = Instant::now() + APPLY_TIMEOUT;
     loop {
         if let Ok(now) = admin.counters() {
-            let moved = |file: &&'static str, pick: fn(&(u64, u64)) -> u64| {
+            let moved = |file: &WatchedFile, pick: fn(&(u64, u64)) -> u64| {
                 now.get(file).map(pick).unwrap_or(0) > before.get(file).map(pick).unwrap_or(0)
             };
             if let Some(file) = files.iter().find(|f| moved(f, |c| c.1)) {
@@ -270,10 +274,11 @@ fn wait_applied(admin: &Admin, before: &Counters, files: &[&'static str]) -> Res
             }
         }
         if Instant::now() > deadline {
+            let names: Vec<&str> = files.iter().map(|f| f.file_name()).collect();
             return Err(format!(
                 "Envoy at {} did not apply {} within {} s",
                 admin.url(),
-                files.join(", "),
+                names.join(", "),
                 APPLY_TIMEOUT.as_secs()
             ));
         }
@@ -282,16 +287,8 @@ fn wait_applied(admin: &Admin, before: &Counters, files: &[&'static str]) -> Res
 }
 
 /// `routes + clusters`, `filter`: what a step changed, in words.
-fn describe(files: &[&str]) -> String {
-    let words: Vec<&str> = files
-        .iter()
-        .map(|f| match *f {
-            ECDS_FILE => "filter",
-            RDS_FILE => "routes",
-            CDS_FILE => "clusters",
-            other => other,
-        })
-        .collect();
+fn describe(files: &[WatchedFile]) -> String {
+    let words: Vec<&str> = files.iter().map(|f| f.contents()).collect();
     words.join(" + ")
 }
 
@@ -342,7 +339,10 @@ mod tests {
 
     #[test]
     fn steps_are_described_in_words() {
-        assert_eq!(describe(&[CDS_FILE, RDS_FILE]), "clusters + routes");
-        assert_eq!(describe(&[ECDS_FILE]), "filter");
+        assert_eq!(
+            describe(&[WatchedFile::Cds, WatchedFile::Rds]),
+            "clusters + routes"
+        );
+        assert_eq!(describe(&[WatchedFile::Ecds]), "filter");
     }
 }

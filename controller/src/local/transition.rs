@@ -9,13 +9,13 @@
 //! 3. routes and clusters for only the new state.
 
 use super::envoy_files::{
-    rds_file, render_cds, route_entries, DynamicFiles, GatewayState, CDS_FILE, ECDS_FILE, RDS_FILE,
+    rds_file, render_cds, route_entries, DynamicFiles, GatewayState, WatchedFile,
 };
 use std::path::Path;
 
 /// One batch of files to write together; the next batch must wait until Envoy has
 /// applied this one.
-pub type Step = Vec<(&'static str, String)>;
+pub type Step = Vec<(WatchedFile, String)>;
 
 /// The writes that move Envoy from `old` to `new` without a request failing in
 /// between: first routes and clusters for both states, then the filter, then only
@@ -26,9 +26,9 @@ pub fn transition_steps(old: Option<&GatewayState>, new: &GatewayState, wasm: &P
     let target = new.render(wasm);
     let Some(old) = old else {
         return vec![vec![
-            (CDS_FILE, target.cds),
-            (RDS_FILE, target.rds),
-            (ECDS_FILE, target.ecds),
+            (WatchedFile::Cds, target.cds),
+            (WatchedFile::Rds, target.rds),
+            (WatchedFile::Ecds, target.ecds),
         ]];
     };
     let current = old.render(wasm);
@@ -57,17 +57,17 @@ pub fn transition_steps(old: Option<&GatewayState>, new: &GatewayState, wasm: &P
     let mut steps = Vec::new();
     let mut on_disk = current;
     for (next, files) in [
-        (&both, [CDS_FILE, RDS_FILE].as_slice()),
-        (&target, [ECDS_FILE].as_slice()),
-        (&target, [RDS_FILE, CDS_FILE].as_slice()),
+        (&both, [WatchedFile::Cds, WatchedFile::Rds].as_slice()),
+        (&target, [WatchedFile::Ecds].as_slice()),
+        (&target, [WatchedFile::Rds, WatchedFile::Cds].as_slice()),
     ] {
         let step: Step = files
             .iter()
-            .filter(|file| on_disk.get(file) != next.get(file))
-            .map(|file| (*file, next.get(file).to_string()))
+            .filter(|file| on_disk.get(**file) != next.get(**file))
+            .map(|file| (*file, next.get(*file).to_string()))
             .collect();
         for (file, contents) in &step {
-            on_disk.set(file, contents.clone());
+            on_disk.set(*file, contents.clone());
         }
         if !step.is_empty() {
             steps.push(step);
@@ -114,7 +114,10 @@ mod tests {
         let steps = transition_steps(None, &state(&[("x", 1)], &["a"]), wasm);
         assert_eq!(steps.len(), 1);
         let files: Vec<_> = steps[0].iter().map(|(f, _)| *f).collect();
-        assert_eq!(files, [CDS_FILE, RDS_FILE, ECDS_FILE]);
+        assert_eq!(
+            files,
+            [WatchedFile::Cds, WatchedFile::Rds, WatchedFile::Ecds]
+        );
     }
 
     #[test]
@@ -127,10 +130,10 @@ mod tests {
         // Step 1 would add nothing (the union equals the old files), so the filter goes first.
         assert_eq!(
             steps[0].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [ECDS_FILE]
+            [WatchedFile::Ecds]
         );
         let last: Vec<_> = steps[1].iter().map(|(f, _)| *f).collect();
-        assert_eq!(last, [RDS_FILE, CDS_FILE]);
+        assert_eq!(last, [WatchedFile::Rds, WatchedFile::Cds]);
         assert_eq!(rest_paths(&steps[1][0].1), ["/modelmesh/a/v2/models/x"]);
         let cds: Value = serde_json::from_str(&steps[1][1].1).unwrap();
         assert_eq!(
@@ -149,7 +152,7 @@ mod tests {
         assert_eq!(steps.len(), 2, "{steps:#?}");
         assert_eq!(
             steps[0].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [RDS_FILE]
+            [WatchedFile::Rds]
         );
         assert_eq!(
             rest_paths(&steps[0][0].1),
@@ -157,7 +160,7 @@ mod tests {
         );
         assert_eq!(
             steps[1].iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-            [ECDS_FILE]
+            [WatchedFile::Ecds]
         );
     }
 
@@ -170,7 +173,7 @@ mod tests {
             wasm,
         );
         assert_eq!(steps.len(), 1);
-        assert_eq!(steps[0][0].0, ECDS_FILE);
+        assert_eq!(steps[0][0].0, WatchedFile::Ecds);
         let unchanged = state(&[("x", 1)], &["a"]);
         assert!(transition_steps(Some(&unchanged), &unchanged, wasm).is_empty());
     }

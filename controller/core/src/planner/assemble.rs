@@ -9,7 +9,7 @@ use super::{
 };
 use crate::report::{GroupReport, Notice, NoticeReason, OversizedPlugin};
 use crate::resources::wasm_plugin::MAX_WASM_PLUGIN_BYTES;
-use crate::resources::WasmPlugin;
+use crate::resources::{ObjectKind, WasmPlugin};
 use crate::routing::{ExposedModel, NamespaceRoutes};
 use crate::settings::Settings;
 use modelsplit_filter::config::FilterConfig;
@@ -34,7 +34,7 @@ pub(super) fn namespace_routes(
         let grpc = owner == model.namespace;
         if !grpc {
             notices.push(Notice {
-                kind: "InferenceService",
+                kind: ObjectKind::InferenceService,
                 reason: NoticeReason::Planner,
                 namespace: model.namespace.to_string(),
                 name: model.name.to_string(),

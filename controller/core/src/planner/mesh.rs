@@ -5,7 +5,7 @@ use super::{
     MESH_MEMBER_KEY,
 };
 use crate::report::{Notice, NoticeReason};
-use crate::resources::{self, Namespace};
+use crate::resources::{self, Namespace, ObjectKind};
 use crate::settings::{GatewayRef, Settings};
 use std::collections::BTreeMap;
 
@@ -51,7 +51,7 @@ pub(super) fn mesh_namespaces(
 
 pub(super) fn namespace_notice(name: &str, message: String) -> Notice {
     Notice {
-        kind: "Namespace",
+        kind: ObjectKind::Namespace,
         reason: NoticeReason::Planner,
         namespace: String::new(),
         name: name.to_string(),
