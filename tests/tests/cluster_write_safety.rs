@@ -118,7 +118,7 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
 
     // Admission now refuses every VirtualService write in team-a.
     cluster.admin.apply(FREEZE_POLICY);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + IN_FORCE;
     while cluster
         .admin
         .output(
@@ -168,7 +168,8 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         "names the API's reason: {held:?}"
     );
     // The denied namespace's group keeps its published split: no member without a route.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (Judged after two more passes, each of which would have published it.)
+    controller.wait_for_passes(2.0).await;
     cluster
         .wait_filter_weights("team-a", "ga", &[("x1", 5000), ("x2", 5000)], IN_FORCE)
         .await;
@@ -254,7 +255,7 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
     let load = GroupLoad::start(&cluster, NS, "g").await;
 
     // m3 leaves the cluster; the API server dies right after the edit, mid-pass, and
-    // comes back 5 s later.
+    // comes back 5 s later (the scenario's timing, not a wait for something).
     cluster.annotate_weight(NS, "m1", "70");
     cluster
         .admin
@@ -313,7 +314,8 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 10000)], IN_FORCE)
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Traffic through the converged state too.
+    load.wait_for_answers(200).await;
 
     let report = load.finish().await;
     eprintln!(
@@ -350,8 +352,8 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
         .wait_filter_weights("team-b", "gb", &[("y1", 3000), ("y2", 7000)], IN_FORCE)
         .await;
     // Each leads its own Lease and writes only its own objects.
-    a.wait_leader(true, Duration::from_secs(20)).await;
-    b.wait_leader(true, Duration::from_secs(20)).await;
+    a.wait_leader(true, IN_FORCE).await;
+    b.wait_leader(true, IN_FORCE).await;
     assert!(cluster
         .admin
         .try_get_json(&["-n", "team-a", "virtualservice", "modelsplit-team-a"])
@@ -366,7 +368,7 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
 
     // In sequence: A stops; B goes on; team-a's routing stays as published.
     a.process().signal("TERM");
-    assert!(a.process().wait_exit(Duration::from_secs(20)));
+    assert!(a.process().wait_exit(IN_FORCE));
     cluster.annotate_weight("team-b", "y1", "60");
     cluster.annotate_weight("team-b", "y2", "40");
     cluster
@@ -387,7 +389,9 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     cluster
         .wait_filter_weights("team-a", "ga", &[("x1", 8000), ("x2", 2000)], IN_FORCE)
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Traffic through the state with both controllers, for both groups.
+    load_a.wait_for_answers(200).await;
+    load_b.wait_for_answers(200).await;
 
     let ra = load_a.finish().await;
     let rb = load_b.finish().await;
@@ -443,7 +447,7 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         &cluster.dir,
     );
     slow.wait_ready().await;
-    slow.wait_leader(true, Duration::from_secs(20)).await;
+    slow.wait_leader(true, IN_FORCE).await;
     let mut standby = cluster.controller("standby", &[]);
     standby.wait_ready().await;
     cluster.admin.apply(&format!(
@@ -472,9 +476,11 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 2000), ("m2", 8000)], IN_FORCE)
         .await;
-    // The old leader's delayed answers arrive; it must see it lost and stay quiet.
+    // The old leader's delayed answers arrive; it must see it lost and stay quiet: wait
+    // until the proxy has passed on every answer it held (up to 40 s) and the old leader
+    // has gone on talking to the API server after it had them all.
     proxy.delay_answers(Duration::ZERO);
-    tokio::time::sleep(Duration::from_secs(45)).await;
+    proxy.wait_until_drained(3).await;
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 2000), ("m2", 8000)], IN_FORCE)
         .await;
@@ -496,5 +502,5 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         late.is_empty(),
         "the old leader wrote after the new one started: {late:#?}"
     );
-    slow.wait_leader(false, Duration::from_secs(20)).await;
+    slow.wait_leader(false, IN_FORCE).await;
 }
