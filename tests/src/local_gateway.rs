@@ -26,6 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const EDIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts with a freshly picked admin port, when the one picked was taken meanwhile.
 const START_ATTEMPTS: usize = 5;
+/// One admin API request (a poll; the next one follows when it times out).
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `modelsplit` binary: `$MODELSPLIT_BIN`, else built (once per test process)
 /// into the target directory the tests run from, so it is never stale.
@@ -144,6 +146,9 @@ pub struct LocalGateway {
     pub listener: SocketAddr,
     pub admin_url: String,
     pub http: HttpClient,
+    /// For Envoy's admin API, with a timeout: until Envoy has bound the admin port,
+    /// whoever took it may accept and never answer.
+    admin_http: HttpClient,
     workdir: Option<tempfile::TempDir>,
 }
 
@@ -180,6 +185,7 @@ impl LocalGateway {
             listener: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_url: String::new(),
             http: HttpClient::default(),
+            admin_http: HttpClient::with_timeout(ADMIN_REQUEST_TIMEOUT),
             workdir: Some(workdir),
         };
         // The gateway listener is bound on port 0 (Envoy picks, the admin API says which).
@@ -257,24 +263,29 @@ impl LocalGateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.local = Some(local);
+        let bootstrap = out.join("bootstrap.json");
         self.envoy = Some(Process::spawn(
             "envoy",
-            Command::new(envoy)
-                .arg("-c")
-                .arg(out.join("bootstrap.json"))
-                .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"]),
+            Command::new(envoy).arg("-c").arg(&bootstrap).args([
+                "--concurrency",
+                "2",
+                "--disable-hot-restart",
+                "-l",
+                "info",
+            ]),
             workdir.join(format!("envoy-{attempt}.log")),
         ));
-        self.wait_until_serving(admin_port).await
+        self.wait_until_serving(admin_port, &bootstrap).await
     }
 
     /// Waits until Envoy runs the filter configuration on every worker (ECDS
     /// `config_reload`, counted only once all workers have it) and answers on its
-    /// listener, whose port it picked.
-    async fn wait_until_serving(&mut self, admin_port: u16) -> Started {
+    /// listener, whose port it picked. The admin API must be this Envoy's (its
+    /// `/server_info` names `bootstrap`): a port taken meanwhile may be another Envoy's.
+    async fn wait_until_serving(&mut self, admin_port: u16, bootstrap: &Path) -> Started {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if self.filter_reloads().await >= 1 {
+            if self.runs_from(bootstrap).await && self.filter_reloads().await >= 1 {
                 if let Some(listener) = self.listener_address().await {
                     self.listener = listener;
                     if self.http.get(&self.url("/"), &[]).await.is_ok() {
@@ -301,10 +312,21 @@ impl LocalGateway {
         }
     }
 
+    /// Whether the Envoy answering on the admin port was started from `bootstrap`.
+    async fn runs_from(&self, bootstrap: &Path) -> bool {
+        let url = format!("{}/server_info", self.admin_url);
+        match self.admin_http.get(&url, &[]).await {
+            Ok(reply) => {
+                reply.json()["command_line_options"]["config_path"].as_str() == bootstrap.to_str()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The gateway listener's bound address, once it is active.
     async fn listener_address(&self) -> Option<SocketAddr> {
         let url = format!("{}/listeners?format=json", self.admin_url);
-        let reply = self.http.get(&url, &[]).await.ok()?;
+        let reply = self.admin_http.get(&url, &[]).await.ok()?;
         let statuses = reply.json()["listener_statuses"].as_array()?.clone();
         let status = statuses.iter().find(|s| s["name"] == LISTENER_NAME)?;
         let address = &status["local_address"]["socket_address"];
@@ -321,7 +343,7 @@ impl LocalGateway {
             "{}/stats?filter=extension_config_discovery.http_filter.{FILTER_NAME}.config_reload",
             self.admin_url
         );
-        match self.http.get(&url, &[]).await {
+        match self.admin_http.get(&url, &[]).await {
             Ok(reply) => parse_stats(&reply.text()).values().sum(),
             Err(_) => 0,
         }
@@ -379,7 +401,7 @@ impl LocalGateway {
         expected.sort();
         let deadline = Instant::now() + EDIT_TIMEOUT;
         loop {
-            if let Some(config) = applied_filter_config(&self.http, &self.admin_url).await {
+            if let Some(config) = applied_filter_config(&self.admin_http, &self.admin_url).await {
                 if let Some(group) = find_group(&config, namespace, name) {
                     let mut now: Vec<(String, u32)> = group
                         .members

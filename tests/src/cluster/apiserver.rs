@@ -241,28 +241,34 @@ impl AuditEntry {
 
 /// Starts etcd on fresh ports (again if one was taken) and waits until it is healthy.
 async fn start_etcd(binaries: &ControlPlaneBinaries, dir: &Path) -> (Process, u16) {
-    let http = crate::http::HttpClient::default();
+    let http = crate::http::HttpClient::with_timeout(Duration::from_secs(10));
     for attempt in 1..=START_ATTEMPTS {
         let (port, peer_port) = (free_port(), free_port());
+        // A name no other etcd has: the port must answer as this one.
+        let name = format!("test-{}-{attempt}", std::process::id());
         let mut etcd = Command::new(&binaries.etcd);
         etcd.args([
-            "--name=test",
+            &format!("--name={name}"),
             &format!("--data-dir={}", dir.join("etcd").display()),
             &format!("--listen-client-urls=http://127.0.0.1:{port}"),
             &format!("--advertise-client-urls=http://127.0.0.1:{port}"),
             &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
             &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            &format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-cluster={name}=http://127.0.0.1:{peer_port}"),
             // A test cluster: durability is not the point, speed is.
             "--unsafe-no-fsync",
             "--log-level=warn",
         ]);
         let mut process = Process::spawn("etcd", etcd, dir);
         let health = format!("http://127.0.0.1:{port}/health");
+        let members = format!("http://127.0.0.1:{port}/v3/cluster/member/list");
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let healthy = match http.get(&health, &[]).await {
                 Ok(reply) => reply.status == 200 && reply.json()["health"] == "true",
+                Err(_) => false,
+            } && match http.post_json(&members, &[], &serde_json::json!({})).await {
+                Ok(reply) => reply.json()["members"][0]["name"] == name.as_str(),
                 Err(_) => false,
             };
             if healthy && process.running() {
