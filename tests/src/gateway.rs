@@ -435,13 +435,12 @@ impl Gateway {
                 }
             })
             .await?;
-        Ok(filter_changed.then(|| {
-            if now.ecds_failures > before.ecds_failures {
-                ConfigOutcome::Rejected
-            } else {
-                ConfigOutcome::Applied
-            }
-        }))
+        let outcome = if now.ecds_failures > before.ecds_failures {
+            ConfigOutcome::Rejected
+        } else {
+            ConfigOutcome::Applied
+        };
+        Ok(filter_changed.then_some(outcome))
     }
 
     /// What the watched files' subscriptions have done so far.

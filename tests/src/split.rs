@@ -372,7 +372,7 @@ pub mod exact {
     pub fn chi_square_tail(x: f64, k: usize) -> f64 {
         let h = x / 2.0;
         let mut sum = 0.0;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             let mut term = 1.0;
             for i in 0..k / 2 {
                 if i > 0 {

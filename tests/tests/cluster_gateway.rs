@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
 use modelsplit_e2e::split::check_split;
 
@@ -21,13 +22,15 @@ fn seed(cluster: &Cluster) {
     ));
 }
 
-/// Waits until the gateway runs ai-model at `one`/`two` percent; returns how long it took.
-async fn wait_split(cluster: &Cluster, one: u64, two: u64) -> Duration {
+/// Waits until the gateway runs ai-model at `one`/`two` percent on every worker, with
+/// `since` taken before the change; returns how long it took.
+async fn wait_split(cluster: &Cluster, one: u64, two: u64, since: &GatewayMark) -> Duration {
     cluster
-        .wait_filter_weights(
+        .wait_in_force(
             NS,
             "ai-model",
             &[("ai-model-one", one * 100), ("ai-model-two", two * 100)],
+            since,
             IN_FORCE,
         )
         .await
@@ -62,8 +65,9 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     controller.wait_ready().await;
 
     let labelled = Instant::now();
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
+    wait_split(&cluster, 80, 20, &mark).await;
     eprintln!(
         "FIGURE labelled group -> in force at the gateway: {:?}",
         labelled.elapsed()
@@ -82,9 +86,10 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
 
     // Re-weight as people do: one annotation at a time (the sum passes through 70).
     let edited = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "50");
     cluster.annotate_weight(NS, "ai-model-two", "50");
-    wait_split(&cluster, 50, 50).await;
+    wait_split(&cluster, 50, 50, &mark).await;
     eprintln!(
         "FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}",
         edited.elapsed()
@@ -92,6 +97,7 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     assert_split(&cluster, false, 2000, 50, 50).await;
 
     // An invalid edit (sum 120) keeps the last good split serving, and says why.
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "70");
     let stale = cluster
         .wait_event(NS, "GroupStale", "InferenceService/ai-model-one", IN_FORCE)
@@ -101,7 +107,7 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
         stale.message.contains("120"),
         "the reason names the sum: {stale:?}"
     );
-    wait_split(&cluster, 50, 50).await;
+    wait_split(&cluster, 50, 50, &mark).await;
     // The last good split keeps serving.
     assert_split(&cluster, false, 2000, 50, 50).await;
 
@@ -120,8 +126,9 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     let cluster = Cluster::start(&[(NS, MODELS)]).await;
     let mut controller = cluster.controller("replica-a", &["--resync-seconds=2"]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
+    wait_split(&cluster, 80, 20, &mark).await;
     // Let the first passes settle (the controller's own writes come back as watch events):
     // two passes that started after the split was in force.
     controller.wait_for_passes(2.0).await;
@@ -189,8 +196,9 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     first.wait_ready().await;
     let mut second = cluster.controller("replica-b", &[]);
     second.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
+    wait_split(&cluster, 80, 20, &mark).await;
     first.wait_leader(true, IN_FORCE).await;
     second.wait_leader(false, IN_FORCE).await;
 
@@ -201,9 +209,10 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
         "replica-a did not stop on SIGTERM"
     );
     let stopped = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "60");
     cluster.annotate_weight(NS, "ai-model-two", "40");
-    wait_split(&cluster, 60, 40).await;
+    wait_split(&cluster, 60, 40, &mark).await;
     eprintln!(
         "FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}",
         stopped.elapsed()
@@ -215,9 +224,10 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     third.wait_ready().await;
     second.process().kill();
     let killed = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "30");
     cluster.annotate_weight(NS, "ai-model-two", "70");
-    wait_split(&cluster, 30, 70).await;
+    wait_split(&cluster, 30, 70, &mark).await;
     eprintln!(
         "FIGURE SIGKILL of the leader -> edit in force by the next: {:?}",
         killed.elapsed()

@@ -100,6 +100,7 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         Cluster::start(&[("team-a", &["x1", "x2", "x3"]), ("team-b", &["y1", "y2"])]).await;
     let mut controller = cluster.controller("replica-a", &[]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}{}",
         isvc_yaml("team-a", "x1", Some("ga"), Some("50")),
@@ -107,11 +108,24 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         isvc_yaml("team-b", "y1", Some("gb"), Some("50")),
         isvc_yaml("team-b", "y2", Some("gb"), Some("50")),
     ));
+    // Load starts once both groups run on every worker of the gateway.
     cluster
-        .wait_filter_weights("team-a", "ga", &[("x1", 5000), ("x2", 5000)], IN_FORCE)
+        .wait_in_force(
+            "team-a",
+            "ga",
+            &[("x1", 5000), ("x2", 5000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     cluster
-        .wait_filter_weights("team-b", "gb", &[("y1", 5000), ("y2", 5000)], IN_FORCE)
+        .wait_in_force(
+            "team-b",
+            "gb",
+            &[("y1", 5000), ("y2", 5000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     let load_a = GroupLoad::start(&cluster, "team-a", "ga").await;
     let load_b = GroupLoad::start(&cluster, "team-b", "gb").await;
@@ -238,6 +252,7 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
     let mut cluster = Cluster::start(&[(NS, &["m1", "m2", "m3"])]).await;
     let mut controller = cluster.controller("replica-a", &["--route-grace-seconds=8"]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}",
         isvc_yaml(NS, "m1", Some("g"), Some("40")),
@@ -245,10 +260,11 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
         isvc_yaml(NS, "m3", Some("g"), Some("30")),
     ));
     cluster
-        .wait_filter_weights(
+        .wait_in_force(
             NS,
             "g",
             &[("m1", 4000), ("m2", 3000), ("m3", 3000)],
+            &mark,
             IN_FORCE,
         )
         .await;
@@ -334,6 +350,7 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     let cluster = Cluster::start(&[("team-a", &["x1", "x2"]), ("team-b", &["y1", "y2"])]).await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}{}",
         isvc_yaml("team-a", "x1", Some("ga"), Some("80")),
@@ -346,10 +363,22 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     a.wait_ready().await;
     b.wait_ready().await;
     cluster
-        .wait_filter_weights("team-a", "ga", &[("x1", 8000), ("x2", 2000)], IN_FORCE)
+        .wait_in_force(
+            "team-a",
+            "ga",
+            &[("x1", 8000), ("x2", 2000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     cluster
-        .wait_filter_weights("team-b", "gb", &[("y1", 3000), ("y2", 7000)], IN_FORCE)
+        .wait_in_force(
+            "team-b",
+            "gb",
+            &[("y1", 3000), ("y2", 7000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     // Each leads its own Lease and writes only its own objects.
     a.wait_leader(true, IN_FORCE).await;

@@ -100,6 +100,42 @@ impl Istiod {
     }
 }
 
+/// Envoy's worker threads in the gateway (`--concurrency`).
+pub const GATEWAY_WORKERS: u64 = 2;
+
+/// What the gateway's Envoy had taken up at one moment ([`IstioGateway::mark`]).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayMark {
+    /// The filter configurations (ECDS) the main thread had, by extension config name.
+    pub configs: Vec<(String, serde_json::Value)>,
+    /// Per ECDS filter, `config_reload`: configurations in force on every worker.
+    pub reloads: std::collections::BTreeMap<String, u64>,
+    /// Listener versions added to a worker (`listener_create_success` + `_failure`).
+    pub listener_creates: u64,
+    /// Listeners added or changed (`listener_added` + `listener_modified`).
+    pub listener_changes: u64,
+    pub listeners_warming: u64,
+}
+
+impl GatewayMark {
+    /// Whether what `self` shows has reached every worker, given what was taken up at
+    /// `since`: each ECDS filter whose configuration changed since counted a reload
+    /// since (Envoy counts one only once every worker has the configuration), and, if a
+    /// listener changed since (a WasmPlugin added puts a filter into it), a new listener
+    /// version is on every worker and none is warming.
+    pub fn in_force_since(&self, since: &GatewayMark) -> bool {
+        let filters = self.configs.iter().all(|(name, config)| {
+            since.configs.contains(&(name.clone(), config.clone()))
+                || self.reloads.get(name).copied().unwrap_or(0)
+                    > since.reloads.get(name).copied().unwrap_or(0)
+        });
+        let listeners = self.listener_changes == since.listener_changes
+            || (self.listener_creates >= since.listener_creates + GATEWAY_WORKERS
+                && self.listeners_warming == 0);
+        filters && listeners
+    }
+}
+
 /// The ingress gateway: Envoy with istiod as its only source of configuration.
 pub struct IstioGateway {
     /// The port of the Gateway object's HTTP server, where Envoy listens.
@@ -161,7 +197,7 @@ impl IstioGateway {
             "-c",
             &path.display().to_string(),
             "--concurrency",
-            "2",
+            &GATEWAY_WORKERS.to_string(),
             // No shared memory for hot restart, so no base id to collide with another Envoy.
             "--disable-hot-restart",
             "--admin-address-path",
@@ -189,6 +225,34 @@ impl IstioGateway {
             admin_port,
             process,
             http: HttpClient::default(),
+        }
+    }
+
+    /// What this Envoy has taken up so far, to tell later what changed since.
+    pub async fn mark(&self) -> GatewayMark {
+        let stats = Stats::parse(
+            &self
+                .admin("/stats?filter=extension_config_discovery|listener_manager")
+                .await,
+        );
+        let reloads = stats
+            .0
+            .iter()
+            .filter_map(|(name, value)| {
+                let filter = name
+                    .strip_prefix("extension_config_discovery.http_filter.")?
+                    .strip_suffix(".config_reload")?;
+                Some((filter.to_string(), *value))
+            })
+            .collect();
+        GatewayMark {
+            configs: self.filter_configs().await,
+            reloads,
+            listener_creates: stats.get("listener_manager.listener_create_success")
+                + stats.get("listener_manager.listener_create_failure"),
+            listener_changes: stats.get("listener_manager.listener_added")
+                + stats.get("listener_manager.listener_modified"),
+            listeners_warming: stats.get("listener_manager.total_listeners_warming"),
         }
     }
 

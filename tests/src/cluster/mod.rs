@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use apiserver::ApiServer;
 use binaries::ControlPlaneBinaries;
 use controller::Controller;
-use istio::{IstioGateway, Istiod};
+use istio::{GatewayMark, IstioGateway, Istiod};
 use kubectl::Kubectl;
 use process::free_port;
 
@@ -176,8 +176,41 @@ impl Cluster {
         &self.standins[namespace]
     }
 
+    /// Waits until the gateway runs `group` of `namespace` with exactly `weights` on every
+    /// worker, not just on its main thread: [`Cluster::wait_filter_weights`], then until
+    /// what changed since `since` (taken before the change was made) has reached every
+    /// worker ([`GatewayMark::in_force_since`]). Requests sent after this returns are
+    /// decided by that configuration.
+    pub async fn wait_in_force(
+        &self,
+        namespace: &str,
+        group: &str,
+        weights: &[(&str, u64)],
+        since: &GatewayMark,
+        timeout: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        self.wait_filter_weights(namespace, group, weights, timeout)
+            .await;
+        let deadline = started + timeout;
+        loop {
+            let now = self.gateway.mark().await;
+            if now.in_force_since(since) {
+                return started.elapsed();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{namespace}/{group} = {weights:?} did not reach every worker of the gateway within {timeout:?}: {now:#?} since {since:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the gateway runs a filter config in which `group` of `namespace` has
-    /// exactly `weights` (member -> weight as the controller writes it: basis points).
+    /// exactly `weights` (member -> weight as the controller writes it: basis points), as
+    /// its main thread has it (`config_dump`): workers may still be taking it up (see
+    /// [`Cluster::wait_in_force`]).
     pub async fn wait_filter_weights(
         &self,
         namespace: &str,
