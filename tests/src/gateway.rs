@@ -1,5 +1,5 @@
-//! A real Envoy as the local gateway: started on free ports with the built filter,
-//! fed from files, inspected through its admin API, killed on drop.
+//! A real Envoy as the local gateway: listener and admin bound on port 0 (Envoy picks;
+//! the admin API says which), the built filter, fed from files, killed on drop.
 //!
 //! When a test fails while a gateway is alive, the drop prints the tail of Envoy's
 //! log and keeps the whole working directory (its path is printed).
