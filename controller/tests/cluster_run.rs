@@ -138,15 +138,38 @@ async fn an_rbac_denial_exits_4_with_the_fix() {
 async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
     let fake = FakeApi::start(&seed_inputs()).await;
     let dir = temp_dir("life");
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut child = modelsplit_run(&fake, &dir, metrics)
-        .spawn()
-        .expect("start modelsplit");
+    // The metrics port is picked free before the start; if another process takes it
+    // first, the binary exits on the bind and is started again on a fresh one.
+    let mut attempts = 0;
+    let (metrics, mut child) = loop {
+        attempts += 1;
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = modelsplit_run(&fake, &dir, metrics)
+            .spawn()
+            .expect("start modelsplit");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200) {
+                break false;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break true;
+            }
+            assert!(Instant::now() < deadline, "gave up waiting for /readyz");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !exited {
+            break (metrics, child);
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("metrics server on") && attempts < 5,
+            "modelsplit run exited ({}) before it was ready: {stderr}",
+            output.status
+        );
+    };
 
-    eventually("/readyz", &mut child, || {
-        http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-    })
-    .await;
     eventually("the WasmPlugin and VirtualService", &mut child, || {
         fake.applied().len() >= 2
     })

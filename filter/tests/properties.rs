@@ -18,6 +18,7 @@ use modelsplit_filter::plan::{Group, Plan};
 use modelsplit_filter::route::{route, Decision, RequestHeaders, Rewrite};
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::test_runner::RngSeed;
 
 /// Names from a small alphabet, so groups, members and namespaces collide often.
 const NAMES: &[&str] = &["a", "b", "ai-model", "ai-model-one", "x.y", "ns", "g_1"];
@@ -262,8 +263,16 @@ fn weights() -> impl Strategy<Value = Vec<u32>> {
         .prop_filter("some weight", |w| w.iter().any(|&x| x > 0))
 }
 
+// Statistical properties: each case's counts must fall within 5 standard deviations of
+// the weights, which a correct filter misses now and then over many random cases. A
+// fixed seed makes every run draw the same cases, so the tests fail only when the
+// routing core changes (a new seed is a code change, checked once).
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        rng_seed: RngSeed::Fixed(0x6d6f_6465_6c73_706c),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn weighted_shares_converge_to_the_weights(weights in weights(), seed in any::<u64>()) {

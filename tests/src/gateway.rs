@@ -1,5 +1,5 @@
-//! A real Envoy as the local gateway: started on free ports with the built filter,
-//! fed from files, inspected through its admin API, killed on drop.
+//! A real Envoy as the local gateway: listener and admin bound on port 0 (Envoy picks;
+//! the admin API says which), the built filter, fed from files, killed on drop.
 //!
 //! When a test fails while a gateway is alive, the drop prints the tail of Envoy's
 //! log and keeps the whole working directory (its path is printed).
@@ -8,7 +8,8 @@ use crate::http::HttpClient;
 use modelsplit_controller::local::admin::parse_stats;
 use modelsplit_controller::local::envoy_files::{
     render_bootstrap, render_ecds, write_atomically, BootstrapSettings, ExposedIsvc, GatewayState,
-    Upstream, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE, ROUTE_CONFIG_NAME,
+    Upstream, WatchedFile, CDS_FILE, ECDS_FILE, FILTER_NAME, LISTENER_NAME, RDS_FILE,
+    ROUTE_CONFIG_NAME,
 };
 use modelsplit_controller::local::transition::transition_steps;
 use modelsplit_filter::config::FilterConfig;
@@ -22,12 +23,15 @@ use std::time::{Duration, Instant};
 pub const WASM_RELATIVE_PATH: &str = "target/wasm32-unknown-unknown/release/modelsplit_filter.wasm";
 /// Envoy worker threads: the machines have 2 cores.
 const CONCURRENCY: &str = "2";
-/// How long Envoy may take to start (V8 compiles the module per worker).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time for a configuration the main thread accepted to reach every worker.
-const WORKER_PROPAGATION: Duration = Duration::from_millis(300);
-/// How long a file change may take to be picked up.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadlines below are generous on purpose: they only end a wait for something that
+/// never happens (a test that waits for a state asserts that it is reached, not how
+/// fast; speed is measured in bench/). Start: V8 compiles the module per worker.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long Envoy may take to take up changed files and reach every worker with them.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the filter's counters may take to reach `/stats` (flushed per worker on its
+/// 500 ms tick; a loaded machine runs timers late).
+const STATS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the harness could not do its job; messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +148,26 @@ impl Stats {
             .filter(|(name, _)| name.contains(part))
             .map(|(n, v)| (n.clone(), *v))
             .collect()
+    }
+}
+
+/// The files Envoy watches (one directory; a rename into it re-reads all three).
+const WATCHED_FILES: [&str; 3] = [CDS_FILE, RDS_FILE, ECDS_FILE];
+
+/// Counters of the watched files' subscriptions.
+#[derive(Debug, Clone, Default)]
+struct Subscriptions {
+    /// Completed re-reads per file (accepted, rejected or failed).
+    rereads: BTreeMap<&'static str, u64>,
+    /// Filter configurations in force on every worker, and refused ones.
+    ecds_reloads: u64,
+    ecds_failures: u64,
+    warming_clusters: u64,
+}
+
+impl Subscriptions {
+    fn rereads(&self, file: &str) -> u64 {
+        self.rereads.get(file).copied().unwrap_or(0)
     }
 }
 
@@ -283,37 +307,16 @@ impl Gateway {
         format!("http://{}{}", self.listener, path_and_query)
     }
 
-    /// All stats.
+    /// All stats, as Envoy has them now.
     pub async fn stats(&self) -> Result<Stats, HarnessError> {
         self.stats_filtered("").await
     }
 
-    /// Stats whose names match the regular expression `filter` (Envoy's `/stats?filter=`).
-    ///
-    /// When the filter's counters may be among them, this first lets every worker's
-    /// counts reach Envoy: the filter adds them up per worker and flushes them on its
-    /// tick (filter README: at most 1 s later). It waits two ticks, then reads until
-    /// two reads one tick apart agree, so all requests sent before the call are counted.
+    /// Stats whose names match the regular expression `filter` (Envoy's `/stats?filter=`),
+    /// as Envoy has them now. The filter's request counters lag: each worker adds them up
+    /// and flushes them on its tick (filter README), so to compare them with what clients
+    /// saw, use [`Gateway::stats_when`].
     pub async fn stats_filtered(&self, filter: &str) -> Result<Stats, HarnessError> {
-        if !(filter.is_empty() || filter.contains("modelsplit")) {
-            return self.stats_now(filter).await;
-        }
-        let tick = Duration::from_millis(u64::from(modelsplit_filter::filter::TICK_MILLIS));
-        tokio::time::sleep(2 * tick).await;
-        let mut stats = self.stats_now(filter).await?;
-        for _ in 0..20 {
-            tokio::time::sleep(tick).await;
-            let again = self.stats_now(filter).await?;
-            if again.0 == stats.0 {
-                break;
-            }
-            stats = again;
-        }
-        Ok(stats)
-    }
-
-    /// Stats as Envoy has them right now.
-    async fn stats_now(&self, filter: &str) -> Result<Stats, HarnessError> {
         let url = format!(
             "http://{}/stats?filter={}",
             self.admin,
@@ -330,64 +333,147 @@ impl Gateway {
         Ok(Stats::parse(&reply.text()))
     }
 
+    /// Stats matching `filter` once the filter's counters had time to flush: two ticks,
+    /// then reads one tick apart until two agree. Only for asserting that a counter
+    /// *stays* where it is (e.g. requests that must not count): a late flush can then
+    /// only hide a miscount, never fail a correct run. To wait for a count to arrive,
+    /// use [`Gateway::stats_when`].
+    pub async fn stats_settled(&self, filter: &str) -> Result<Stats, HarnessError> {
+        let tick = Duration::from_millis(u64::from(modelsplit_filter::filter::TICK_MILLIS));
+        tokio::time::sleep(2 * tick).await;
+        let mut stats = self.stats_filtered(filter).await?;
+        for _ in 0..20 {
+            tokio::time::sleep(tick).await;
+            let again = self.stats_filtered(filter).await?;
+            if again.0 == stats.0 {
+                break;
+            }
+            stats = again;
+        }
+        Ok(stats)
+    }
+
+    /// Reads stats matching `filter` until `done` holds for them, or until a generous
+    /// deadline passes; returns the last read either way, for the caller to assert on
+    /// (with its own message). For counters that reach `/stats` late: wait for the value
+    /// the test expects instead of guessing how long the flush takes.
+    pub async fn stats_when(
+        &self,
+        filter: &str,
+        done: impl Fn(&Stats) -> bool,
+    ) -> Result<Stats, HarnessError> {
+        let deadline = Instant::now() + STATS_TIMEOUT;
+        loop {
+            let stats = self.stats_filtered(filter).await?;
+            if done(&stats) || Instant::now() > deadline {
+                return Ok(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The state the watched files currently describe.
     pub fn state(&self) -> GatewayState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Moves the gateway to `new` (filter, routes and clusters) in the steps of
-    /// [`transition_steps`], waiting for Envoy to apply each before the next.
+    /// [`transition_steps`], waiting for Envoy to apply each before the next. Returns once
+    /// the new filter configuration runs on every worker (see [`Gateway::write_step`]).
     pub async fn update(&self, new: GatewayState) -> Result<(), HarnessError> {
         let old = self.state();
         for step in transition_steps(Some(&old), &new, &self.wasm) {
-            let before = self.subscription_counters().await?;
-            for (file, contents) in &step {
-                write_atomically(&self.config_dir, file.file_name(), contents)
-                    .map_err(io(format!("writing {file}")))?;
-            }
-            let changed: Vec<&str> = step.iter().map(|(file, _)| file.file_name()).collect();
-            self.wait_for("apply the changed gateway files", RELOAD_TIMEOUT, || {
-                let (changed, before) = (changed.clone(), &before);
-                async move {
-                    let now = self.subscription_counters().await.ok()?;
-                    changed
-                        .iter()
-                        .all(|file| now.get(file) > before.get(file))
-                        .then_some(())
-                }
-            })
-            .await?;
-            if self.ecds_counters().await?.1 > before.get("ecds-failures").copied().unwrap_or(0) {
+            if self.write_step(&step).await? == Some(ConfigOutcome::Rejected) {
                 return Err(HarnessError::Timeout {
                     what: "accept the new filter configuration (it was rejected)".into(),
                     seconds: 0,
                     log_tail: self.log_tail(30),
                 });
             }
-            // Lets events from this step's other renames drain, and workers catch up.
-            tokio::time::sleep(WORKER_PROPAGATION).await;
         }
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(())
     }
 
-    /// Successful loads per watched file (plus the ECDS failures).
-    async fn subscription_counters(&self) -> Result<BTreeMap<&'static str, u64>, HarnessError> {
-        let stats = self
-            .stats_filtered("update_success|config_reload|config_fail")
+    /// Writes one step's files and waits until Envoy has taken all of them up; for a step
+    /// with the filter configuration, returns what Envoy did with it.
+    ///
+    /// What is waited for, and why it is enough (Envoy 1.40, `source/common/filter/
+    /// config_discovery_impl.cc` and the filesystem subscription):
+    /// - Every file is watched through the directory: each rename into it makes *each*
+    ///   of the three subscriptions (CDS, RDS, ECDS) re-read its file once, counted in
+    ///   its `update_success`/`update_rejected`/`update_failure`. Waiting until each has
+    ///   counted one re-read per file written means no event of this step is left to
+    ///   arrive later (and be mistaken for the next step's).
+    /// - A new filter configuration is counted in the ECDS `config_reload` only when
+    ///   every worker has it (`updateComplete`, after `runOnAllThreads`), and a refused one
+    ///   in `config_fail`. Workers run what the main thread posts in order, so when the
+    ///   filter is in force everywhere, the routes and clusters of earlier steps are too.
+    /// - `cluster_manager.warming_clusters` at 0: new clusters are initialised.
+    async fn write_step(
+        &self,
+        step: &[(WatchedFile, String)],
+    ) -> Result<Option<ConfigOutcome>, HarnessError> {
+        let before = self.subscriptions().await?;
+        for (file, contents) in step {
+            write_atomically(&self.config_dir, file.file_name(), contents)
+                .map_err(io(format!("writing {}", file.file_name())))?;
+        }
+        let renames = step.len() as u64;
+        let filter_changed = step.iter().any(|(file, _)| *file == WatchedFile::Ecds);
+        let now = self
+            .wait_for("take up the changed gateway files", RELOAD_TIMEOUT, || {
+                let before = &before;
+                async move {
+                    let now = self.subscriptions().await.ok()?;
+                    let reread = WATCHED_FILES
+                        .iter()
+                        .all(|file| now.rereads(file) >= before.rereads(file) + renames);
+                    let filter_done = !filter_changed
+                        || now.ecds_reloads > before.ecds_reloads
+                        || now.ecds_failures > before.ecds_failures;
+                    (reread && filter_done && now.warming_clusters == 0).then_some(now)
+                }
+            })
             .await?;
-        let (reloads, failures) = self.ecds_counters().await?;
-        Ok(BTreeMap::from([
-            (CDS_FILE, stats.get("cluster_manager.cds.update_success")),
-            (
-                RDS_FILE,
-                stats.get(&format!(
-                    "http.{LISTENER_NAME}.rds.{ROUTE_CONFIG_NAME}.update_success"
-                )),
-            ),
-            (ECDS_FILE, reloads + failures),
-            ("ecds-failures", failures),
-        ]))
+        let outcome = if now.ecds_failures > before.ecds_failures {
+            ConfigOutcome::Rejected
+        } else {
+            ConfigOutcome::Applied
+        };
+        Ok(filter_changed.then_some(outcome))
+    }
+
+    /// What the watched files' subscriptions have done so far.
+    async fn subscriptions(&self) -> Result<Subscriptions, HarnessError> {
+        let stats = self
+            .stats_filtered(
+                "update_success|update_rejected|update_failure|config_reload|config_fail|warming_clusters",
+            )
+            .await?;
+        let prefix = |file: &str| match file {
+            CDS_FILE => "cluster_manager.cds".to_string(),
+            RDS_FILE => format!("http.{LISTENER_NAME}.rds.{ROUTE_CONFIG_NAME}"),
+            _ => format!("extension_config_discovery.http_filter.{FILTER_NAME}"),
+        };
+        let rereads = WATCHED_FILES
+            .iter()
+            .map(|file| {
+                let prefix = prefix(file);
+                let done = ["update_success", "update_rejected", "update_failure"]
+                    .iter()
+                    .map(|outcome| stats.get(&format!("{prefix}.{outcome}")))
+                    .sum();
+                (*file, done)
+            })
+            .collect();
+        let ecds = prefix(ECDS_FILE);
+        Ok(Subscriptions {
+            rereads,
+            ecds_reloads: stats.get(&format!("{ecds}.config_reload")),
+            ecds_failures: stats.get(&format!("{ecds}.config_fail")),
+            warming_clusters: stats.get("cluster_manager.warming_clusters"),
+        })
     }
 
     /// Replaces the filter configuration and waits until Envoy applied it.
@@ -405,8 +491,9 @@ impl Gateway {
         }
     }
 
-    /// Writes `json` (valid or not) as the filter configuration and waits until
-    /// Envoy either applied or rejected it (ECDS `config_reload` / `config_fail`).
+    /// Writes `json` (valid or not) as the filter configuration and waits until Envoy
+    /// either runs it on every worker or refused it (ECDS `config_reload` /
+    /// `config_fail`, see [`Gateway::write_step`]).
     pub async fn push_filter_config_json(&self, json: &str) -> Result<ConfigOutcome, HarnessError> {
         self.push_ecds(&render_ecds(json, &self.wasm)).await
     }
@@ -416,29 +503,20 @@ impl Gateway {
         render_ecds(&config.to_json(), &self.wasm)
     }
 
-    /// Writes `ecds` as the ECDS file and waits until Envoy applied or rejected it.
+    /// Writes `ecds` as the ECDS file and waits until Envoy applied it on every worker
+    /// or rejected it.
     pub async fn push_ecds(&self, ecds: &str) -> Result<ConfigOutcome, HarnessError> {
-        let before = self.ecds_counters().await?;
-        write_atomically(&self.config_dir, ECDS_FILE, ecds).map_err(io("writing the ECDS file"))?;
-        let outcome = self
-            .wait_for(
-                "react to the new filter configuration",
-                RELOAD_TIMEOUT,
-                || async move {
-                    let now = self.ecds_counters().await.ok()?;
-                    if now.1 > before.1 {
-                        Some(ConfigOutcome::Rejected)
-                    } else if now.0 > before.0 {
-                        Some(ConfigOutcome::Applied)
-                    } else {
-                        None
-                    }
-                },
-            )
-            .await?;
-        // The main thread counts the reload, then hands the new filter to each worker.
-        tokio::time::sleep(WORKER_PROPAGATION).await;
-        Ok(outcome)
+        let step = [(WatchedFile::Ecds, ecds.to_string())];
+        Ok(self
+            .write_step(&step)
+            .await?
+            .unwrap_or(ConfigOutcome::Applied))
+    }
+
+    /// The ECDS `config_reload` count: filter configurations in force on every worker
+    /// since Envoy started.
+    pub async fn filter_reloads(&self) -> Result<u64, HarnessError> {
+        Ok(self.ecds_counters().await?.0)
     }
 
     /// Envoy's log so far.

@@ -49,6 +49,8 @@ impl Reply {
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// A request not answered within this long fails (none: it waits).
+    timeout: Option<std::time::Duration>,
 }
 
 impl Default for HttpClient {
@@ -56,11 +58,23 @@ impl Default for HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
             .build_http();
-        HttpClient { client }
+        HttpClient {
+            client,
+            timeout: None,
+        }
     }
 }
 
 impl HttpClient {
+    /// A client whose requests fail after `timeout`: for polling a port that may belong
+    /// to a process that accepts connections and never answers.
+    pub fn with_timeout(timeout: std::time::Duration) -> HttpClient {
+        HttpClient {
+            timeout: Some(timeout),
+            ..HttpClient::default()
+        }
+    }
+
     /// Sends one request and reads the whole answer.
     pub async fn send(
         &self,
@@ -89,17 +103,26 @@ impl HttpClient {
             url: url.to_string(),
             reason,
         };
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| failed(format!("{e:?}")))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .to_bytes();
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(format!("{e:?}")))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .to_bytes();
+            Ok::<_, HttpError>((parts, body))
+        };
+        let (parts, body) = match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| failed(format!("no answer within {timeout:?}")))??,
+            None => exchange.await?,
+        };
         Ok(Reply {
             status: parts.status.as_u16(),
             headers: parts.headers,

@@ -6,7 +6,7 @@ use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::kserve::ModelInferRequest;
 use crate::load::run_until;
 use crate::observe::Observed;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
@@ -48,50 +48,109 @@ pub async fn grpc_infer(
     Observed::from_grpc(&client.model_infer(vmodel_request(vmodel)).await)
 }
 
+/// One answer of continuous load, with when its request was sent and when the answer
+/// arrived (to tell which configuration was in force for it).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub sent: Instant,
+    pub answered: Instant,
+    pub observed: Observed,
+}
+
+/// How many answers a load has received so far (shared by its tasks; one counter may
+/// serve several loads).
+#[derive(Debug, Clone, Default)]
+pub struct Answers(Arc<AtomicUsize>);
+
+impl Answers {
+    /// Answers received so far.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn one_more(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits until `more` answers have arrived whose requests were sent after this call
+    /// began, with `in_flight` the most requests the loads counting here have in flight
+    /// at once. Panics (naming `what`) if the loads stall for minutes: a stuck gateway.
+    pub async fn wait_for_more(&self, more: usize, in_flight: usize, what: &str) {
+        let target = self.count() + in_flight + more;
+        let deadline = Instant::now() + ANSWERS_TIMEOUT;
+        while self.count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} of {target} answers after {ANSWERS_TIMEOUT:?}; the load stalled",
+                self.count()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// How long a load may take to get the answers a test waits for (generous: only a
+/// stalled gateway takes this long).
+const ANSWERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// REST infer calls to `url`, `concurrency` in flight, until `stop` is set; each
-/// with the time it was sent, to tell which configuration was in force.
+/// with the times it was sent and answered, counted in `answers` as they arrive.
 pub fn timed_rest_until(
     stop: Arc<AtomicBool>,
     concurrency: usize,
     http: HttpClient,
     url: String,
-) -> JoinHandle<Vec<(Instant, Observed)>> {
+    answers: Answers,
+) -> JoinHandle<Vec<Timed>> {
     tokio::spawn(run_until(stop, 0, concurrency, move |_| {
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, answers) = (http.clone(), url.clone(), answers.clone());
         async move {
-            let started = Instant::now();
-            (started, rest_infer(&http, &url).await)
+            let sent = Instant::now();
+            let observed = rest_infer(&http, &url).await;
+            let answered = Instant::now();
+            answers.one_more();
+            Timed {
+                sent,
+                answered,
+                observed,
+            }
         }
     }))
 }
 
 /// gRPC infer calls naming `vmodel`, `concurrency` in flight, until `stop` is set;
-/// each with the time it was sent.
+/// each with the times it was sent and answered, counted in `answers`.
 pub fn timed_grpc_until(
     stop: Arc<AtomicBool>,
     concurrency: usize,
     client: GrpcInferenceServiceClient<Channel>,
     vmodel: &'static str,
-) -> JoinHandle<Vec<(Instant, Observed)>> {
+    answers: Answers,
+) -> JoinHandle<Vec<Timed>> {
     tokio::spawn(run_until(stop, 0, concurrency, move |_| {
-        let mut client = client.clone();
+        let (mut client, answers) = (client.clone(), answers.clone());
         async move {
-            let started = Instant::now();
-            (started, grpc_infer(&mut client, vmodel).await)
+            let sent = Instant::now();
+            let observed = grpc_infer(&mut client, vmodel).await;
+            let answered = Instant::now();
+            answers.one_more();
+            Timed {
+                sent,
+                answered,
+                observed,
+            }
         }
     }))
 }
 
-/// The answers to those of `timed` sent at or after `from` and before `until` (no
-/// end when `None`): the requests a configuration was in force for.
-pub fn sent_between(
-    timed: &[(Instant, Observed)],
-    from: Instant,
-    until: Option<Instant>,
-) -> Vec<Observed> {
+/// The answers to those of `timed` sent at or after `from` and answered before `until`
+/// (no end when `None`): with `from` the moment a configuration was confirmed in force
+/// on every worker and `until` the moment the next change was written, exactly the
+/// requests that configuration decided.
+pub fn in_force_between(timed: &[Timed], from: Instant, until: Option<Instant>) -> Vec<Observed> {
     timed
         .iter()
-        .filter(|(sent, _)| *sent >= from && until.is_none_or(|until| *sent < until))
-        .map(|(_, observed)| observed.clone())
+        .filter(|t| t.sent >= from && until.is_none_or(|until| t.answered < until))
+        .map(|t| t.observed.clone())
         .collect()
 }

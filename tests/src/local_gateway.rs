@@ -9,6 +9,8 @@ use crate::http::HttpClient;
 use crate::infer::grpc_client;
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::standin::{StandIn, StandInConfig};
+use modelsplit_controller::local::admin::parse_stats;
+use modelsplit_controller::local::envoy_files::{FILTER_NAME, LISTENER_NAME};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,8 +18,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// How long Envoy may take to start (V8 compiles the module per worker).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long Envoy may take to start (V8 compiles the module per worker). This and the
+/// deadlines below are generous on purpose: they end a wait only for something that
+/// never happens; how fast things happen is measured in bench/, not asserted here.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an edit may take to be in force, or `modelsplit local` to print a line.
+const EDIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Starts with a freshly picked admin port, when the one picked was taken meanwhile.
+const START_ATTEMPTS: usize = 5;
+/// One admin API request (a poll; the next one follows when it times out).
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `modelsplit` binary: `$MODELSPLIT_BIN`, else built (once per test process)
 /// into the target directory the tests run from, so it is never stale.
@@ -59,7 +69,8 @@ pub fn modelsplit_binary() -> PathBuf {
         .clone()
 }
 
-/// A free port on loopback (bound, then released for the child to take).
+/// A free port on loopback (bound, then released for the child to take): another process
+/// may take it first, so whoever uses it must retry on a bind failure.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -117,17 +128,27 @@ impl Drop for Process {
     }
 }
 
+/// How a start attempt ended.
+enum Started {
+    Serving,
+    /// Envoy could not bind the admin port picked for it: another process took it.
+    AdminPortTaken,
+}
+
 /// Manifests -> `modelsplit local` -> Envoy -> stand-ins.
 pub struct LocalGateway {
     // Dropped in this order: Envoy, then modelsplit local, then the stand-ins.
-    envoy: Process,
-    local: Process,
+    envoy: Option<Process>,
+    local: Option<Process>,
     pub standins: Vec<StandIn>,
     /// The manifests directory `modelsplit local` watches.
     pub manifests: PathBuf,
     pub listener: SocketAddr,
     pub admin_url: String,
     pub http: HttpClient,
+    /// For Envoy's admin API, with a timeout: until Envoy has bound the admin port,
+    /// whoever took it may accept and never answer.
+    admin_http: HttpClient,
     workdir: Option<tempfile::TempDir>,
 }
 
@@ -144,7 +165,6 @@ impl LocalGateway {
             .tempdir()
             .expect("a working directory");
         let manifest_dir = workdir.path().join("manifests");
-        let out = workdir.path().join("gateway");
         std::fs::create_dir(&manifest_dir).expect("creating the manifests directory");
         for (name, yaml) in manifests {
             write_manifest(&manifest_dir, name, yaml);
@@ -157,23 +177,69 @@ impl LocalGateway {
                     .unwrap_or_else(|e| panic!("stand-in for {}: {e}", config.namespace)),
             );
         }
-        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin_url = format!("http://127.0.0.1:{}", free_port());
+        let mut gateway = LocalGateway {
+            envoy: None,
+            local: None,
+            standins,
+            manifests: manifest_dir,
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_url: String::new(),
+            http: HttpClient::default(),
+            admin_http: HttpClient::with_timeout(ADMIN_REQUEST_TIMEOUT),
+            workdir: Some(workdir),
+        };
+        // The gateway listener is bound on port 0 (Envoy picks, the admin API says which).
+        // The admin port must be known beforehand (`modelsplit local` confirms each step
+        // through it), so it is picked free and the start retried if it was taken.
+        for attempt in 1..=START_ATTEMPTS {
+            let admin_port = free_port();
+            match gateway
+                .start_processes(&modelsplit, &envoy, &wasm, attempt, admin_port)
+                .await
+            {
+                Started::Serving => return gateway,
+                Started::AdminPortTaken if attempt < START_ATTEMPTS => {
+                    eprintln!("admin port {admin_port} was taken before Envoy bound it; retrying");
+                }
+                Started::AdminPortTaken => panic!(
+                    "Envoy's admin port was taken {START_ATTEMPTS} times:\n{}",
+                    gateway.envoy_output()
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
 
-        let mut command = Command::new(&modelsplit);
+    /// Starts `modelsplit local` writing to a fresh output directory, then Envoy from the
+    /// bootstrap it wrote; waits until Envoy serves with the filter on every worker.
+    async fn start_processes(
+        &mut self,
+        modelsplit: &Path,
+        envoy: &Path,
+        wasm: &Path,
+        attempt: usize,
+        admin_port: u16,
+    ) -> Started {
+        // Stop an earlier attempt's processes first (Envoy before modelsplit local).
+        self.envoy = None;
+        self.local = None;
+        let workdir = self.workdir.as_ref().expect("the working directory").path();
+        let out = workdir.join(format!("gateway-{attempt}"));
+        self.admin_url = format!("http://127.0.0.1:{admin_port}");
+        let mut command = Command::new(modelsplit);
         command
             .arg("local")
             .arg("-f")
-            .arg(&manifest_dir)
+            .arg(&self.manifests)
             .arg("--out")
             .arg(&out)
             .arg("--wasm")
-            .arg(&wasm)
+            .arg(wasm)
             .arg("--listen")
-            .arg(listener.to_string())
+            .arg("127.0.0.1:0")
             .arg("--admin")
-            .arg(&admin_url);
-        for standin in &standins {
+            .arg(&self.admin_url);
+        for standin in &self.standins {
             command.arg("--upstream").arg(format!(
                 "{}={},{}",
                 standin.namespace, standin.rest_addr, standin.grpc_addr
@@ -182,7 +248,7 @@ impl LocalGateway {
         let mut local = Process::spawn(
             "modelsplit local",
             &mut command,
-            workdir.path().join("local.log"),
+            workdir.join(format!("local-{attempt}.log")),
         );
         let deadline = Instant::now() + START_TIMEOUT;
         while !out.join("ecds.json").is_file() {
@@ -196,47 +262,95 @@ impl LocalGateway {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let envoy = Process::spawn(
+        self.local = Some(local);
+        let bootstrap = out.join("bootstrap.json");
+        self.envoy = Some(Process::spawn(
             "envoy",
-            Command::new(envoy)
-                .arg("-c")
-                .arg(out.join("bootstrap.json"))
-                .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"]),
-            workdir.path().join("envoy.log"),
-        );
-        let mut gateway = LocalGateway {
-            envoy,
-            local,
-            standins,
-            manifests: manifest_dir,
-            listener,
-            admin_url,
-            http: HttpClient::default(),
-            workdir: Some(workdir),
-        };
-        gateway.wait_until_serving().await;
-        gateway
+            Command::new(envoy).arg("-c").arg(&bootstrap).args([
+                "--concurrency",
+                "2",
+                "--disable-hot-restart",
+                "-l",
+                "info",
+            ]),
+            workdir.join(format!("envoy-{attempt}.log")),
+        ));
+        self.wait_until_serving(admin_port, &bootstrap).await
     }
 
-    async fn wait_until_serving(&mut self) {
+    /// Waits until Envoy runs the filter configuration on every worker (ECDS
+    /// `config_reload`, counted only once all workers have it) and answers on its
+    /// listener, whose port it picked. The admin API must be this Envoy's (its
+    /// `/server_info` names `bootstrap`): a port taken meanwhile may be another Envoy's.
+    async fn wait_until_serving(&mut self, admin_port: u16, bootstrap: &Path) -> Started {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let configured = applied_filter_config(&self.http, &self.admin_url)
-                .await
-                .is_some();
-            if configured && self.http.get(&self.url("/"), &[]).await.is_ok() {
-                return;
+            if self.runs_from(bootstrap).await && self.filter_reloads().await >= 1 {
+                if let Some(listener) = self.listener_address().await {
+                    self.listener = listener;
+                    if self.http.get(&self.url("/"), &[]).await.is_ok() {
+                        return Started::Serving;
+                    }
+                }
             }
-            if let Some(exit) = self.envoy.exited().or_else(|| self.local.exited()) {
+            let envoy = self.envoy.as_mut().expect("Envoy was started");
+            if let Some(exit) = envoy.exited() {
+                if exit.contains(&format!("cannot bind '127.0.0.1:{admin_port}'")) {
+                    return Started::AdminPortTaken;
+                }
+                panic!("{exit}");
+            }
+            if let Some(exit) = self.local.as_mut().and_then(Process::exited) {
                 panic!("{exit}");
             }
             assert!(
                 Instant::now() < deadline,
                 "Envoy did not start serving:\n{}",
-                self.envoy.output()
+                self.envoy_output()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the Envoy answering on the admin port was started from `bootstrap`.
+    async fn runs_from(&self, bootstrap: &Path) -> bool {
+        let url = format!("{}/server_info", self.admin_url);
+        match self.admin_http.get(&url, &[]).await {
+            Ok(reply) => {
+                reply.json()["command_line_options"]["config_path"].as_str() == bootstrap.to_str()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The gateway listener's bound address, once it is active.
+    async fn listener_address(&self) -> Option<SocketAddr> {
+        let url = format!("{}/listeners?format=json", self.admin_url);
+        let reply = self.admin_http.get(&url, &[]).await.ok()?;
+        let statuses = reply.json()["listener_statuses"].as_array()?.clone();
+        let status = statuses.iter().find(|s| s["name"] == LISTENER_NAME)?;
+        let address = &status["local_address"]["socket_address"];
+        let port = address["port_value"].as_u64().filter(|p| *p != 0)?;
+        format!("{}:{port}", address["address"].as_str()?)
+            .parse()
+            .ok()
+    }
+
+    /// The ECDS `config_reload` count: filter configurations in force on every worker
+    /// since Envoy started (0 when its admin API does not answer).
+    pub async fn filter_reloads(&self) -> u64 {
+        let url = format!(
+            "{}/stats?filter=extension_config_discovery.http_filter.{FILTER_NAME}.config_reload",
+            self.admin_url
+        );
+        match self.admin_http.get(&url, &[]).await {
+            Ok(reply) => parse_stats(&reply.text()).values().sum(),
+            Err(_) => 0,
+        }
+    }
+
+    fn envoy_output(&self) -> String {
+        self.envoy.as_ref().map(Process::output).unwrap_or_default()
     }
 
     /// `http://<listener><path>`.
@@ -264,23 +378,30 @@ impl LocalGateway {
 
     /// What `modelsplit local` printed so far.
     pub fn local_output(&self) -> String {
-        self.local.output()
+        self.local.as_ref().map(Process::output).unwrap_or_default()
     }
 
-    /// Waits until Envoy runs group `namespace/name` with exactly `weights` (basis
-    /// points, any order); returns when that was first seen.
-    pub async fn wait_for_weights(
+    /// Waits until Envoy runs group `namespace/name` with exactly `weights` (basis points,
+    /// any order) on every worker; returns when that was confirmed.
+    ///
+    /// `reloads_before` is [`LocalGateway::filter_reloads`] read before the edit, with no
+    /// earlier change still on its way. Envoy's `config_dump` shows a configuration as soon
+    /// as the main thread took it; ECDS `config_reload` counts it once every worker runs
+    /// it. `modelsplit local` writes the filter at most once per edit (transition.rs), so
+    /// the next count after `reloads_before` is this edit's.
+    pub async fn wait_in_force(
         &self,
         namespace: &str,
         name: &str,
         weights: &[(&str, u32)],
+        reloads_before: u64,
     ) -> Instant {
         let mut expected: Vec<(String, u32)> =
             weights.iter().map(|(m, w)| (m.to_string(), *w)).collect();
         expected.sort();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + EDIT_TIMEOUT;
         loop {
-            if let Some(config) = applied_filter_config(&self.http, &self.admin_url).await {
+            if let Some(config) = applied_filter_config(&self.admin_http, &self.admin_url).await {
                 if let Some(group) = find_group(&config, namespace, name) {
                     let mut now: Vec<(String, u32)> = group
                         .members
@@ -288,14 +409,14 @@ impl LocalGateway {
                         .map(|m| (m.name.clone(), m.weight))
                         .collect();
                     now.sort();
-                    if now == expected {
+                    if now == expected && self.filter_reloads().await > reloads_before {
                         return Instant::now();
                     }
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "Envoy never ran {namespace}/{name} as {weights:?}; modelsplit local said:\n{}",
+                "Envoy never ran {namespace}/{name} as {weights:?} on every worker; modelsplit local said:\n{}",
                 self.local_output()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -304,7 +425,7 @@ impl LocalGateway {
 
     /// Waits until `modelsplit local` has printed a line containing `text`.
     pub async fn wait_for_output(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + EDIT_TIMEOUT;
         loop {
             if let Some(line) = self.local_output().lines().find(|l| l.contains(text)) {
                 return line.to_string();
@@ -329,8 +450,8 @@ impl Drop for LocalGateway {
             };
             eprintln!(
                 "---- modelsplit local ----\n{}\n---- Envoy (last 40 lines) ----\n{}\n---- files kept in {} ----",
-                self.local.output(),
-                tail(self.envoy.output()),
+                self.local_output(),
+                tail(self.envoy_output()),
                 kept.map(|p| p.display().to_string()).unwrap_or_default()
             );
         }

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
 use modelsplit_e2e::split::check_split;
 
@@ -21,13 +22,15 @@ fn seed(cluster: &Cluster) {
     ));
 }
 
-/// Waits until the gateway runs ai-model at `one`/`two` percent; returns how long it took.
-async fn wait_split(cluster: &Cluster, one: u64, two: u64) -> Duration {
+/// Waits until the gateway runs ai-model at `one`/`two` percent on every worker, with
+/// `since` taken before the change; returns how long it took.
+async fn wait_split(cluster: &Cluster, one: u64, two: u64, since: &GatewayMark) -> Duration {
     cluster
-        .wait_filter_weights(
+        .wait_in_force(
             NS,
             "ai-model",
             &[("ai-model-one", one * 100), ("ai-model-two", two * 100)],
+            since,
             IN_FORCE,
         )
         .await
@@ -62,8 +65,9 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     controller.wait_ready().await;
 
     let labelled = Instant::now();
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
+    wait_split(&cluster, 80, 20, &mark).await;
     eprintln!(
         "FIGURE labelled group -> in force at the gateway: {:?}",
         labelled.elapsed()
@@ -74,12 +78,7 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     assert_split(&cluster, true, 2000, 80, 20).await;
 
     let ready = cluster
-        .wait_event(
-            NS,
-            "GroupReady",
-            "InferenceService/ai-model-one",
-            Duration::from_secs(30),
-        )
+        .wait_event(NS, "GroupReady", "InferenceService/ai-model-one", IN_FORCE)
         .await;
     assert_eq!(ready.type_, "Normal");
     assert!(ready.message.contains("ai-model-one=80%"), "{ready:?}");
@@ -87,33 +86,30 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
 
     // Re-weight as people do: one annotation at a time (the sum passes through 70).
     let edited = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "50");
     cluster.annotate_weight(NS, "ai-model-two", "50");
-    wait_split(&cluster, 50, 50).await;
+    wait_split(&cluster, 50, 50, &mark).await;
     eprintln!(
         "FIGURE re-annotation 80/20 -> 50/50 in force at the gateway: {:?}",
         edited.elapsed()
     );
-    assert_split(&cluster, false, 1000, 50, 50).await;
+    assert_split(&cluster, false, 2000, 50, 50).await;
 
     // An invalid edit (sum 120) keeps the last good split serving, and says why.
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "70");
     let stale = cluster
-        .wait_event(
-            NS,
-            "GroupStale",
-            "InferenceService/ai-model-one",
-            Duration::from_secs(30),
-        )
+        .wait_event(NS, "GroupStale", "InferenceService/ai-model-one", IN_FORCE)
         .await;
     assert_eq!(stale.type_, "Warning");
     assert!(
         stale.message.contains("120"),
         "the reason names the sum: {stale:?}"
     );
-    wait_split(&cluster, 50, 50).await;
+    wait_split(&cluster, 50, 50, &mark).await;
     // The last good split keeps serving.
-    assert_split(&cluster, false, 1000, 50, 50).await;
+    assert_split(&cluster, false, 2000, 50, 50).await;
 
     // Metrics as Prometheus scrapes them.
     let metrics = controller.metrics().await;
@@ -130,10 +126,12 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     let cluster = Cluster::start(&[(NS, MODELS)]).await;
     let mut controller = cluster.controller("replica-a", &["--resync-seconds=2"]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
-    // Let the first passes settle (the controller's own writes come back as watch events).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_split(&cluster, 80, 20, &mark).await;
+    // Let the first passes settle (the controller's own writes come back as watch events):
+    // two passes that started after the split was in force.
+    controller.wait_for_passes(2.0).await;
 
     // A person adds a label and an annotation, and changes a field the controller owns.
     let admin = &cluster.admin;
@@ -156,7 +154,7 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
         "-p",
         r#"{"spec":{"hosts":["example.com"]}}"#,
     ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + IN_FORCE;
     loop {
         let vs = admin.get_json(&["-n", NS, "virtualservice", "modelsplit"]);
         if vs["spec"]["hosts"] == serde_json::json!(["*"]) {
@@ -175,20 +173,14 @@ async fn server_side_apply_keeps_what_people_add_restores_what_it_owns_and_idles
     let plugin = admin.get_json(&["-n", "istio-system", "wasmplugin", "modelsplit"]);
     assert_eq!(plugin["metadata"]["annotations"]["owner"], "ml-platform");
 
-    // Idle: resyncs every 2 s re-plan everything, and write nothing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle: once a pass has seen the restored state, resyncs every 2 s re-plan
+    // everything and write nothing (judged over passes, not over a fixed time).
+    controller.wait_for_passes(1.0).await;
     let before = cluster.api.audit().len();
-    let passes_before = controller
-        .metric("modelsplit_reconciles_total{result=\"ok\"}")
-        .await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let passes_after = controller
-        .metric("modelsplit_reconciles_total{result=\"ok\"}")
-        .await;
-    assert!(
-        passes_after >= passes_before + 2.0,
-        "resync passes ran: {passes_before} -> {passes_after}"
-    );
+    let passes_before = controller.passes().await;
+    controller.wait_for_passes(2.0).await;
+    let passes_after = controller.passes().await;
+    eprintln!("idle: reconcile passes {passes_before} -> {passes_after}");
     let writes: Vec<_> = cluster.api.audit()[before..]
         .iter()
         .filter(|e| e.by_replica("replica-a") && e.resource != "leases")
@@ -204,35 +196,38 @@ async fn two_replicas_hand_over_the_lease_with_exactly_one_writer() {
     first.wait_ready().await;
     let mut second = cluster.controller("replica-b", &[]);
     second.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     seed(&cluster);
-    wait_split(&cluster, 80, 20).await;
-    first.wait_leader(true, Duration::from_secs(20)).await;
-    second.wait_leader(false, Duration::from_secs(20)).await;
+    wait_split(&cluster, 80, 20, &mark).await;
+    first.wait_leader(true, IN_FORCE).await;
+    second.wait_leader(false, IN_FORCE).await;
 
     // SIGTERM (a rolling update): the leader releases the Lease; the standby takes over at once.
     first.process().signal("TERM");
     assert!(
-        first.process().wait_exit(Duration::from_secs(20)),
+        first.process().wait_exit(IN_FORCE),
         "replica-a did not stop on SIGTERM"
     );
     let stopped = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "60");
     cluster.annotate_weight(NS, "ai-model-two", "40");
-    wait_split(&cluster, 60, 40).await;
+    wait_split(&cluster, 60, 40, &mark).await;
     eprintln!(
         "FIGURE SIGTERM of the leader -> edit in force by the standby: {:?}",
         stopped.elapsed()
     );
-    second.wait_leader(true, Duration::from_secs(20)).await;
+    second.wait_leader(true, IN_FORCE).await;
 
     // A killed leader (no release): a third replica takes over once the Lease expires.
     let mut third = cluster.controller("replica-c", &[]);
     third.wait_ready().await;
     second.process().kill();
     let killed = Instant::now();
+    let mark = cluster.gateway.mark().await;
     cluster.annotate_weight(NS, "ai-model-one", "30");
     cluster.annotate_weight(NS, "ai-model-two", "70");
-    wait_split(&cluster, 30, 70).await;
+    wait_split(&cluster, 30, 70, &mark).await;
     eprintln!(
         "FIGURE SIGKILL of the leader -> edit in force by the next: {:?}",
         killed.elapsed()

@@ -100,6 +100,7 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         Cluster::start(&[("team-a", &["x1", "x2", "x3"]), ("team-b", &["y1", "y2"])]).await;
     let mut controller = cluster.controller("replica-a", &[]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}{}",
         isvc_yaml("team-a", "x1", Some("ga"), Some("50")),
@@ -107,18 +108,31 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         isvc_yaml("team-b", "y1", Some("gb"), Some("50")),
         isvc_yaml("team-b", "y2", Some("gb"), Some("50")),
     ));
+    // Load starts once both groups run on every worker of the gateway.
     cluster
-        .wait_filter_weights("team-a", "ga", &[("x1", 5000), ("x2", 5000)], IN_FORCE)
+        .wait_in_force(
+            "team-a",
+            "ga",
+            &[("x1", 5000), ("x2", 5000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     cluster
-        .wait_filter_weights("team-b", "gb", &[("y1", 5000), ("y2", 5000)], IN_FORCE)
+        .wait_in_force(
+            "team-b",
+            "gb",
+            &[("y1", 5000), ("y2", 5000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     let load_a = GroupLoad::start(&cluster, "team-a", "ga").await;
     let load_b = GroupLoad::start(&cluster, "team-b", "gb").await;
 
     // Admission now refuses every VirtualService write in team-a.
     cluster.admin.apply(FREEZE_POLICY);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + IN_FORCE;
     while cluster
         .admin
         .output(
@@ -168,7 +182,8 @@ async fn denied_route_writes_hold_back_only_their_namespace_and_no_request_fails
         "names the API's reason: {held:?}"
     );
     // The denied namespace's group keeps its published split: no member without a route.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (Judged after two more passes, each of which would have published it.)
+    controller.wait_for_passes(2.0).await;
     cluster
         .wait_filter_weights("team-a", "ga", &[("x1", 5000), ("x2", 5000)], IN_FORCE)
         .await;
@@ -237,6 +252,7 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
     let mut cluster = Cluster::start(&[(NS, &["m1", "m2", "m3"])]).await;
     let mut controller = cluster.controller("replica-a", &["--route-grace-seconds=8"]);
     controller.wait_ready().await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}",
         isvc_yaml(NS, "m1", Some("g"), Some("40")),
@@ -244,17 +260,18 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
         isvc_yaml(NS, "m3", Some("g"), Some("30")),
     ));
     cluster
-        .wait_filter_weights(
+        .wait_in_force(
             NS,
             "g",
             &[("m1", 4000), ("m2", 3000), ("m3", 3000)],
+            &mark,
             IN_FORCE,
         )
         .await;
     let load = GroupLoad::start(&cluster, NS, "g").await;
 
     // m3 leaves the cluster; the API server dies right after the edit, mid-pass, and
-    // comes back 5 s later.
+    // comes back 5 s later (the scenario's timing, not a wait for something).
     cluster.annotate_weight(NS, "m1", "70");
     cluster
         .admin
@@ -313,7 +330,8 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 10000)], IN_FORCE)
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Traffic through the converged state too.
+    load.wait_for_answers(200).await;
 
     let report = load.finish().await;
     eprintln!(
@@ -332,6 +350,7 @@ async fn a_removed_member_keeps_its_route_through_api_server_and_controller_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     let cluster = Cluster::start(&[("team-a", &["x1", "x2"]), ("team-b", &["y1", "y2"])]).await;
+    let mark = cluster.gateway.mark().await;
     cluster.admin.apply(&format!(
         "{}{}{}{}",
         isvc_yaml("team-a", "x1", Some("ga"), Some("80")),
@@ -344,14 +363,26 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     a.wait_ready().await;
     b.wait_ready().await;
     cluster
-        .wait_filter_weights("team-a", "ga", &[("x1", 8000), ("x2", 2000)], IN_FORCE)
+        .wait_in_force(
+            "team-a",
+            "ga",
+            &[("x1", 8000), ("x2", 2000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     cluster
-        .wait_filter_weights("team-b", "gb", &[("y1", 3000), ("y2", 7000)], IN_FORCE)
+        .wait_in_force(
+            "team-b",
+            "gb",
+            &[("y1", 3000), ("y2", 7000)],
+            &mark,
+            IN_FORCE,
+        )
         .await;
     // Each leads its own Lease and writes only its own objects.
-    a.wait_leader(true, Duration::from_secs(20)).await;
-    b.wait_leader(true, Duration::from_secs(20)).await;
+    a.wait_leader(true, IN_FORCE).await;
+    b.wait_leader(true, IN_FORCE).await;
     assert!(cluster
         .admin
         .try_get_json(&["-n", "team-a", "virtualservice", "modelsplit-team-a"])
@@ -366,7 +397,7 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
 
     // In sequence: A stops; B goes on; team-a's routing stays as published.
     a.process().signal("TERM");
-    assert!(a.process().wait_exit(Duration::from_secs(20)));
+    assert!(a.process().wait_exit(IN_FORCE));
     cluster.annotate_weight("team-b", "y1", "60");
     cluster.annotate_weight("team-b", "y2", "40");
     cluster
@@ -387,7 +418,9 @@ async fn controllers_limited_to_different_namespaces_share_a_gateway() {
     cluster
         .wait_filter_weights("team-a", "ga", &[("x1", 8000), ("x2", 2000)], IN_FORCE)
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Traffic through the state with both controllers, for both groups.
+    load_a.wait_for_answers(200).await;
+    load_b.wait_for_answers(200).await;
 
     let ra = load_a.finish().await;
     let rb = load_b.finish().await;
@@ -443,7 +476,7 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         &cluster.dir,
     );
     slow.wait_ready().await;
-    slow.wait_leader(true, Duration::from_secs(20)).await;
+    slow.wait_leader(true, IN_FORCE).await;
     let mut standby = cluster.controller("standby", &[]);
     standby.wait_ready().await;
     cluster.admin.apply(&format!(
@@ -472,9 +505,11 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 2000), ("m2", 8000)], IN_FORCE)
         .await;
-    // The old leader's delayed answers arrive; it must see it lost and stay quiet.
+    // The old leader's delayed answers arrive; it must see it lost and stay quiet: wait
+    // until the proxy has passed on every answer it held (up to 40 s) and the old leader
+    // has gone on talking to the API server after it had them all.
     proxy.delay_answers(Duration::ZERO);
-    tokio::time::sleep(Duration::from_secs(45)).await;
+    proxy.wait_until_drained(3).await;
     cluster
         .wait_filter_weights(NS, "g", &[("m1", 2000), ("m2", 8000)], IN_FORCE)
         .await;
@@ -496,5 +531,5 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
         late.is_empty(),
         "the old leader wrote after the new one started: {late:#?}"
     );
-    slow.wait_leader(false, Duration::from_secs(20)).await;
+    slow.wait_leader(false, IN_FORCE).await;
 }

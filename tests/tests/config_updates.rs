@@ -101,7 +101,9 @@ async fn invalid_configurations_are_rejected_and_the_previous_split_keeps_servin
         assert_eq!(outcome, ConfigOutcome::Rejected, "{label} was accepted");
         let rejected = fx
             .gateway
-            .stats_filtered("modelsplit")
+            .stats_when("modelsplit", |stats| {
+                stats.get(CONFIG_REJECTED_COUNTER) > rejected_before
+            })
             .await
             .unwrap()
             .get(CONFIG_REJECTED_COUNTER);

@@ -92,7 +92,7 @@ async fn plain_isvc_calls_pass_through_untouched() {
             "{model} is not a group"
         );
     }
-    let stats = fx.gateway.stats_filtered("modelsplit").await.unwrap();
+    let stats = fx.gateway.stats_settled("modelsplit").await.unwrap();
     assert_eq!(
         stats.get(&requests_counter_name(NS, "ai-model", "m-one")),
         0

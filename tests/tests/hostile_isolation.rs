@@ -65,9 +65,10 @@ async fn raw_request(addr: SocketAddr, target: &[u8], headers: &[(&str, &[u8])])
     stream.write_all(&request).await.expect("send the request");
     let mut response = Vec::new();
     // Envoy may reset a connection it refused; what was read so far is enough. The
-    // status line is all we need, so stop at the end of the headers or after a while.
+    // status line is all we need, so stop at the end of the headers, when Envoy closes or
+    // resets, or (a generous deadline: Envoy not answering at all) after a minute.
     let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while !response.windows(4).any(|w| w == b"\r\n\r\n") {
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),

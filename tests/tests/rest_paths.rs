@@ -21,11 +21,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn group_counters(fx: &Fixture) -> Vec<u64> {
-    let stats = fx
-        .gateway
-        .stats_filtered("modelsplit")
-        .await
-        .expect("stats");
+    let stats = fx.gateway.stats_settled("modelsplit").await.expect("stats");
     MEMBERS
         .iter()
         .map(|m| stats.get(&requests_counter_name(NS, "ai-model", m)))

@@ -1,5 +1,5 @@
 //! Weighted splits through the real Envoy with the built filter, REST and gRPC:
-//! 10,000 requests each, checked with a chi-square goodness of fit (p > 0.001),
+//! 10,000 requests each, checked with a chi-square goodness of fit (p > 1e-5),
 //! and Envoy's per-member counters equal to what the client observed.
 
 use modelsplit_e2e::fixture::{group, Fixture};
@@ -51,9 +51,20 @@ async fn check(
         "{label}: a request reached a model outside the group"
     );
 
+    // The filter flushes its counters on each worker's tick: wait until they reach what
+    // the client saw (a wrong count never does, and fails below).
+    let counters: Vec<(String, u64)> = weights
+        .iter()
+        .map(|(member, _)| {
+            let seen = tally.by_member.get(*member).copied().unwrap_or(0);
+            (requests_counter_name(NS, group_name, member), seen)
+        })
+        .collect();
     let stats = fx
         .gateway
-        .stats_filtered("modelsplit")
+        .stats_when("modelsplit", |stats| {
+            counters.iter().all(|(name, seen)| stats.get(name) == *seen)
+        })
         .await
         .expect("stats");
     for (member, _) in weights {

@@ -201,7 +201,7 @@ async fn split(args: SplitArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  chi-square {:.2} ({} df, critical {:.2} at p = 0.001): {}",
+        "  chi-square {:.2} ({} df, critical {:.2} at p = 1e-5): {}",
         check.chi_square,
         check.degrees_of_freedom,
         check.critical,

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::binaries::ControlPlaneBinaries;
 use super::pki::Pki;
-use super::process::{free_port, wait_until, Process};
+use super::process::{free_port, Process, START_ATTEMPTS};
 
 /// The admin's bearer token (group `system:masters`), for the test's own setup only.
 const ADMIN_TOKEN: &str = "modelsplit-test-admin";
@@ -31,34 +31,17 @@ pub struct ApiServer {
 impl ApiServer {
     pub async fn start(binaries: &ControlPlaneBinaries, dir: &Path) -> ApiServer {
         let pki = Pki::create(&dir.join("pki"));
-        let etcd_port = free_port();
-        let peer_port = free_port();
-        let mut etcd = Command::new(&binaries.etcd);
-        etcd.args([
-            "--name=test",
-            &format!("--data-dir={}", dir.join("etcd").display()),
-            &format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            &format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
-            // A test cluster: durability is not the point, speed is.
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]);
-        let etcd = Process::spawn("etcd", etcd, dir);
+        let (etcd, etcd_port) = start_etcd(binaries, dir).await;
 
         std::fs::write(
             dir.join("tokens.csv"),
             format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
         )
         .expect("write tokens.csv");
-        let port = free_port();
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&admin_kubeconfig, port, &pki.ca_cert, "admin", ADMIN_TOKEN);
         let mut server = ApiServer {
             dir: dir.to_path_buf(),
-            port,
+            port: 0,
             pki,
             admin_kubeconfig,
             binaries: binaries.clone(),
@@ -66,12 +49,43 @@ impl ApiServer {
             apiserver: None,
             _etcd: etcd,
         };
-        server.start_apiserver().await;
-        server
+        for attempt in 1..=START_ATTEMPTS {
+            server.port = free_port();
+            write_kubeconfig(
+                &server.admin_kubeconfig,
+                server.port,
+                &server.pki.ca_cert,
+                "admin",
+                ADMIN_TOKEN,
+            );
+            if server.try_start_apiserver().await {
+                return server;
+            }
+            eprintln!(
+                "kube-apiserver: port {} was taken (attempt {attempt})",
+                server.port
+            );
+        }
+        panic!("kube-apiserver: {START_ATTEMPTS} ports in a row were taken");
     }
 
-    /// Starts (or starts again) the kube-apiserver process and waits until it is ready.
+    /// Starts the kube-apiserver process again on its port (after [`ApiServer::stop_apiserver`];
+    /// clients keep their kubeconfigs) and waits until it is ready.
     pub async fn start_apiserver(&mut self) {
+        for _ in 1..=START_ATTEMPTS {
+            if self.try_start_apiserver().await {
+                return;
+            }
+            // Our port, taken meanwhile by someone else: clients cannot move, so wait.
+            eprintln!("kube-apiserver: port {} is taken; retrying", self.port);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!("kube-apiserver: port {} stays taken", self.port);
+    }
+
+    /// Starts kube-apiserver on `self.port` and waits until it is ready; false when it
+    /// exited because the port was taken.
+    async fn try_start_apiserver(&mut self) -> bool {
         let dir = &self.dir;
         let mut command = Command::new(&self.binaries.kube_apiserver);
         command.args([
@@ -102,24 +116,31 @@ impl ApiServer {
             &format!("--audit-log-path={}", dir.join("audit.log").display()),
             "--audit-log-mode=blocking",
         ]);
-        let process = Process::spawn("kube-apiserver", command, dir);
-        self.apiserver = Some(process);
-        let kubeconfig = self.admin_kubeconfig.clone();
-        let kubectl = self.binaries.kubectl.clone();
-        wait_until("the API server is ready", Duration::from_secs(90), || {
-            let ready = Command::new(&kubectl)
+        let mut process = Process::spawn("kube-apiserver", command, dir);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = Command::new(&self.binaries.kubectl)
                 .args(["--kubeconfig"])
-                .arg(&kubeconfig)
+                .arg(&self.admin_kubeconfig)
                 .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
-            if let Some(p) = self.apiserver.as_mut() {
-                p.assert_running("starting");
+            if ready && process.running() {
+                self.apiserver = Some(process);
+                return true;
             }
-            async move { ready }
-        })
-        .await;
+            if process.exited_on_taken_port() {
+                return false;
+            }
+            process.assert_running("starting");
+            assert!(
+                Instant::now() < deadline,
+                "the API server was not ready after 90 s:\n{}",
+                process.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn audit_policy(&self) -> PathBuf {
@@ -216,4 +237,56 @@ impl AuditEntry {
     pub fn is_routing_write(&self) -> bool {
         matches!(self.resource.as_str(), "wasmplugins" | "virtualservices")
     }
+}
+
+/// Starts etcd on fresh ports (again if one was taken) and waits until it is healthy.
+async fn start_etcd(binaries: &ControlPlaneBinaries, dir: &Path) -> (Process, u16) {
+    let http = crate::http::HttpClient::with_timeout(Duration::from_secs(10));
+    for attempt in 1..=START_ATTEMPTS {
+        let (port, peer_port) = (free_port(), free_port());
+        // A name no other etcd has: the port must answer as this one.
+        let name = format!("test-{}-{attempt}", std::process::id());
+        let mut etcd = Command::new(&binaries.etcd);
+        etcd.args([
+            &format!("--name={name}"),
+            &format!("--data-dir={}", dir.join("etcd").display()),
+            &format!("--listen-client-urls=http://127.0.0.1:{port}"),
+            &format!("--advertise-client-urls=http://127.0.0.1:{port}"),
+            &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-cluster={name}=http://127.0.0.1:{peer_port}"),
+            // A test cluster: durability is not the point, speed is.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]);
+        let mut process = Process::spawn("etcd", etcd, dir);
+        let health = format!("http://127.0.0.1:{port}/health");
+        let members = format!("http://127.0.0.1:{port}/v3/cluster/member/list");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let healthy = match http.get(&health, &[]).await {
+                Ok(reply) => reply.status == 200 && reply.json()["health"] == "true",
+                Err(_) => false,
+            } && match http.post_json(&members, &[], &serde_json::json!({})).await {
+                Ok(reply) => reply.json()["members"][0]["name"] == name.as_str(),
+                Err(_) => false,
+            };
+            if healthy && process.running() {
+                return (process, port);
+            }
+            if process.exited_on_taken_port() {
+                eprintln!("etcd: port {port} or {peer_port} was taken (attempt {attempt})");
+                let _ = std::fs::remove_dir_all(dir.join("etcd"));
+                break;
+            }
+            process.assert_running("starting");
+            assert!(
+                Instant::now() < deadline,
+                "etcd was not healthy after 90 s:\n{}",
+                process.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("etcd: {START_ATTEMPTS} port pairs in a row were taken");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::apiserver::write_kubeconfig;
 use super::kubectl::Kubectl;
-use super::process::{free_port, wait_until, Process};
+use super::process::{free_port, Process, START_ATTEMPTS};
 use crate::gateway::require_filter_wasm;
 use crate::http::HttpClient;
 
@@ -61,31 +61,26 @@ pub struct Controller {
     pub metrics_port: u16,
     process: Process,
     http: HttpClient,
+    /// How it was started, to start it again on a fresh metrics port.
+    kubeconfig: PathBuf,
+    extra: Vec<String>,
+    dir: PathBuf,
 }
 
 impl Controller {
     /// Starts a replica with the Deployment's arguments plus `extra` (test-only settings such
-    /// as the gateway and the module URL).
+    /// as the gateway and the module URL). Its metrics port is picked free; if another
+    /// process takes it first, [`Controller::wait_ready`] starts the replica again.
     pub fn start(kubeconfig: &Path, identity: &str, extra: &[String], dir: &Path) -> Controller {
         let metrics_port = free_port();
-        let wasm = require_filter_wasm();
-        let mut command = Command::new(modelsplit_binary());
-        command
-            .arg("run")
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg(format!("--identity={identity}"))
-            .arg(format!("--url=file://{}", wasm.display()))
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("POD_NAME");
-        let process = Process::spawn(&format!("modelsplit-{identity}"), command, dir);
         Controller {
             identity: identity.to_string(),
             metrics_port,
-            process,
+            process: spawn(kubeconfig, identity, extra, dir, metrics_port),
             http: HttpClient::default(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            extra: extra.to_vec(),
+            dir: dir.to_path_buf(),
         }
     }
 
@@ -103,17 +98,65 @@ impl Controller {
         metric_value(&self.metrics().await, sample)
     }
 
-    /// Waits until /readyz answers 200 (every watch listed).
+    /// Reconcile passes run so far, whatever their result.
+    pub async fn passes(&self) -> f64 {
+        let text = self.metrics().await;
+        metric_value(&text, "modelsplit_reconciles_total{result=\"ok\"}")
+            + metric_value(&text, "modelsplit_reconciles_total{result=\"error\"}")
+    }
+
+    /// Waits until `more` reconcile passes have *started* after this call: the first to
+    /// end may have been under way already, so `more + 1` must end. Generous deadline.
+    pub async fn wait_for_passes(&self, more: f64) {
+        let target = self.passes().await + more + 1.0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while self.passes().await < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} ran fewer than {more} reconcile passes in 120 s",
+                self.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until /readyz answers 200 (every watch listed). The metrics port was picked
+    /// free before the start: if the replica exited because it was taken meanwhile, it is
+    /// started again on a fresh one (it binds before it runs for leadership).
     pub async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
-        let http = self.http.clone();
-        let process = &mut self.process;
-        wait_until("the controller is ready", Duration::from_secs(60), || {
-            process.assert_running("starting");
-            let (http, url) = (http.clone(), url.clone());
-            async move { matches!(http.get(&url, &[]).await, Ok(r) if r.status == 200) }
-        })
-        .await;
+        let url = |port: u16| format!("http://127.0.0.1:{port}/readyz");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut restarts = 0;
+        loop {
+            if matches!(self.http.get(&url(self.metrics_port), &[]).await, Ok(r) if r.status == 200)
+                && self.process.running()
+            {
+                return;
+            }
+            if self.process.exited_on_taken_port() && restarts < START_ATTEMPTS {
+                restarts += 1;
+                self.metrics_port = free_port();
+                eprintln!(
+                    "{}: its metrics port was taken; starting it on {}",
+                    self.identity, self.metrics_port
+                );
+                self.process = spawn(
+                    &self.kubeconfig,
+                    &self.identity,
+                    &self.extra,
+                    &self.dir,
+                    self.metrics_port,
+                );
+                continue;
+            }
+            self.process.assert_running("starting");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} was not ready after 120 s",
+                self.identity
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until this replica reports `modelsplit_leader` = `leading` (1 or 0).
@@ -137,6 +180,29 @@ impl Controller {
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }
+}
+
+/// Starts `modelsplit run` as `identity` with its metrics on `metrics_port`.
+fn spawn(
+    kubeconfig: &Path,
+    identity: &str,
+    extra: &[String],
+    dir: &Path,
+    metrics_port: u16,
+) -> Process {
+    let wasm = require_filter_wasm();
+    let mut command = Command::new(modelsplit_binary());
+    command
+        .arg("run")
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .arg(format!("--identity={identity}"))
+        .arg(format!("--url=file://{}", wasm.display()))
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAME");
+    Process::spawn(&format!("modelsplit-{identity}"), command, dir)
 }
 
 /// The value of a Prometheus sample line starting with `sample` (then a space).

@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::binaries::ControlPlaneBinaries;
-use super::process::{free_port, wait_until, Process};
+use super::process::{free_port, Process, START_ATTEMPTS};
 use crate::gateway::{envoy_binary, Stats};
 use crate::http::HttpClient;
 
@@ -28,56 +28,71 @@ pub struct Istiod {
 
 impl Istiod {
     pub async fn start(binaries: &ControlPlaneBinaries, kubeconfig: &Path, dir: &Path) -> Istiod {
-        let (grpc_port, http_port, monitoring_port) = (free_port(), free_port(), free_port());
-        let mut command = Command::new(&binaries.istiod);
-        command
-            .arg("discovery")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                &format!("--grpcAddr=127.0.0.1:{grpc_port}"),
-                &format!("--httpAddr=127.0.0.1:{http_port}"),
-                &format!("--monitoringAddr=127.0.0.1:{monitoring_port}"),
-                "--httpsAddr=",
-                "--secureGRPCAddr=",
-                "--ctrlz_port=0",
-                "--ctrlz_address=127.0.0.1",
-                "--domain=cluster.local",
-                "--clusterID=Kubernetes",
-                &format!("--meshConfig={}", dir.join("mesh.yaml").display()),
-                "--log_output_level=default:warn,ads:warn,model:warn",
-            ])
-            .env("POD_NAMESPACE", "istio-system")
-            .env("POD_NAME", "istiod-test")
-            // Without this the gateway waits for the cluster of `kubernetes.default`, whose
-            // Endpoints are empty here.
-            .env("PILOT_FILTER_GATEWAY_CLUSTER_CONFIG", "true")
-            // Filters that exist only in istio-proxy, not in upstream Envoy.
-            .env("PILOT_ENABLE_ALPN_FILTER", "false")
-            .env("PILOT_ENABLE_METADATA_EXCHANGE", "false")
-            .env("ENABLE_CA_SERVER", "false")
-            .env("INJECTION_WEBHOOK_CONFIG_NAME", "")
-            .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
-            .env("KUBECONFIG", kubeconfig);
         // No telemetry providers: istio.stats is an istio-proxy filter, not an Envoy one.
         std::fs::write(
             dir.join("mesh.yaml"),
             "defaultProviders:\n  metrics: []\nenablePrometheusMerge: false\n",
         )
         .expect("write mesh.yaml");
-        let mut process = Process::spawn("istiod", command, dir);
         let http = HttpClient::default();
-        let ready = format!("http://127.0.0.1:{http_port}/ready");
-        wait_until("istiod is ready", Duration::from_secs(90), || {
-            process.assert_running("starting");
-            let (http, ready) = (http.clone(), ready.clone());
-            async move { matches!(http.get(&ready, &[]).await, Ok(reply) if reply.status == 200) }
-        })
-        .await;
-        Istiod {
-            grpc_port,
-            http_port,
-            process,
+        for attempt in 1..=START_ATTEMPTS {
+            let (grpc_port, http_port, monitoring_port) = (free_port(), free_port(), free_port());
+            let mut command = Command::new(&binaries.istiod);
+            command
+                .arg("discovery")
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .args([
+                    &format!("--grpcAddr=127.0.0.1:{grpc_port}"),
+                    &format!("--httpAddr=127.0.0.1:{http_port}"),
+                    &format!("--monitoringAddr=127.0.0.1:{monitoring_port}"),
+                    "--httpsAddr=",
+                    "--secureGRPCAddr=",
+                    "--ctrlz_port=0",
+                    "--ctrlz_address=127.0.0.1",
+                    "--domain=cluster.local",
+                    "--clusterID=Kubernetes",
+                    &format!("--meshConfig={}", dir.join("mesh.yaml").display()),
+                    "--log_output_level=default:warn,ads:warn,model:warn",
+                ])
+                .env("POD_NAMESPACE", "istio-system")
+                .env("POD_NAME", "istiod-test")
+                // Without this the gateway waits for the cluster of `kubernetes.default`, whose
+                // Endpoints are empty here.
+                .env("PILOT_FILTER_GATEWAY_CLUSTER_CONFIG", "true")
+                // Filters that exist only in istio-proxy, not in upstream Envoy.
+                .env("PILOT_ENABLE_ALPN_FILTER", "false")
+                .env("PILOT_ENABLE_METADATA_EXCHANGE", "false")
+                .env("ENABLE_CA_SERVER", "false")
+                .env("INJECTION_WEBHOOK_CONFIG_NAME", "")
+                .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
+                .env("KUBECONFIG", kubeconfig);
+            let mut process = Process::spawn("istiod", command, dir);
+            let ready = format!("http://127.0.0.1:{http_port}/ready");
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let answered =
+                    matches!(http.get(&ready, &[]).await, Ok(reply) if reply.status == 200);
+                if answered && process.running() {
+                    return Istiod {
+                        grpc_port,
+                        http_port,
+                        process,
+                    };
+                }
+                if process.exited_on_taken_port() {
+                    eprintln!("istiod: one of its ports was taken (attempt {attempt})");
+                    break;
+                }
+                process.assert_running("starting");
+                assert!(
+                    Instant::now() < deadline,
+                    "istiod was not ready after 90 s:\n{}",
+                    process.log_tail(40)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        panic!("istiod: {START_ATTEMPTS} sets of ports in a row were taken");
     }
 
     pub fn log(&self) -> String {
@@ -85,10 +100,47 @@ impl Istiod {
     }
 }
 
+/// Envoy's worker threads in the gateway (`--concurrency`).
+pub const GATEWAY_WORKERS: u64 = 2;
+
+/// What the gateway's Envoy had taken up at one moment ([`IstioGateway::mark`]).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayMark {
+    /// The filter configurations (ECDS) the main thread had, by extension config name.
+    pub configs: Vec<(String, serde_json::Value)>,
+    /// Per ECDS filter, `config_reload`: configurations in force on every worker.
+    pub reloads: std::collections::BTreeMap<String, u64>,
+    /// Listener versions added to a worker (`listener_create_success` + `_failure`).
+    pub listener_creates: u64,
+    /// Listeners added or changed (`listener_added` + `listener_modified`).
+    pub listener_changes: u64,
+    pub listeners_warming: u64,
+}
+
+impl GatewayMark {
+    /// Whether what `self` shows has reached every worker, given what was taken up at
+    /// `since`: each ECDS filter whose configuration changed since counted a reload
+    /// since (Envoy counts one only once every worker has the configuration), and, if a
+    /// listener changed since (a WasmPlugin added puts a filter into it), a new listener
+    /// version is on every worker and none is warming.
+    pub fn in_force_since(&self, since: &GatewayMark) -> bool {
+        let filters = self.configs.iter().all(|(name, config)| {
+            since.configs.contains(&(name.clone(), config.clone()))
+                || self.reloads.get(name).copied().unwrap_or(0)
+                    > since.reloads.get(name).copied().unwrap_or(0)
+        });
+        let listeners = self.listener_changes == since.listener_changes
+            || (self.listener_creates >= since.listener_creates + GATEWAY_WORKERS
+                && self.listeners_warming == 0);
+        filters && listeners
+    }
+}
+
 /// The ingress gateway: Envoy with istiod as its only source of configuration.
 pub struct IstioGateway {
     /// The port of the Gateway object's HTTP server, where Envoy listens.
     pub port: u16,
+    /// Envoy's admin port (bound on port 0: Envoy picks, `--admin-address-path` says).
     pub admin_port: u16,
     process: Process,
     http: HttpClient,
@@ -96,8 +148,8 @@ pub struct IstioGateway {
 
 impl IstioGateway {
     /// Starts Envoy; it listens on `port` once istiod has sent it a Gateway for that port.
-    pub fn start(istiod: &Istiod, port: u16, dir: &Path) -> IstioGateway {
-        let admin_port = free_port();
+    /// Returns once its admin API answers.
+    pub async fn start(istiod: &Istiod, port: u16, dir: &Path) -> IstioGateway {
         let bootstrap = serde_json::json!({
             "node": {
                 "id": "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
@@ -111,7 +163,7 @@ impl IstioGateway {
                     "LABELS": {"istio": "ingressgateway"},
                 }
             },
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "dynamic_resources": {
                 "ads_config": {
                     "api_type": "GRPC",
@@ -139,24 +191,90 @@ impl IstioGateway {
         let path = dir.join("gateway-bootstrap.json");
         std::fs::write(&path, bootstrap.to_string()).expect("write bootstrap");
         let envoy = envoy_binary().unwrap_or_else(|e| panic!("{e}"));
+        let admin_path = dir.join("gateway-admin-address");
         let mut command = Command::new(envoy);
         command.args([
             "-c",
             &path.display().to_string(),
             "--concurrency",
-            "2",
-            "--base-id",
-            &free_port().to_string(),
+            &GATEWAY_WORKERS.to_string(),
+            // No shared memory for hot restart, so no base id to collide with another Envoy.
+            "--disable-hot-restart",
+            "--admin-address-path",
+            &admin_path.display().to_string(),
             "--log-level",
             "warning",
         ]);
-        let process = Process::spawn("gateway-envoy", command, dir);
+        let mut process = Process::spawn("gateway-envoy", command, dir);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let admin_port = loop {
+            let text = std::fs::read_to_string(&admin_path).unwrap_or_default();
+            if let Ok(address) = text.trim().parse::<std::net::SocketAddr>() {
+                break address.port();
+            }
+            process.assert_running("starting");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway's Envoy wrote no admin address in 120 s:\n{}",
+                process.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         IstioGateway {
             port,
             admin_port,
             process,
             http: HttpClient::default(),
         }
+    }
+
+    /// What this Envoy has taken up so far, to tell later what changed since.
+    pub async fn mark(&self) -> GatewayMark {
+        let stats = Stats::parse(
+            &self
+                .admin("/stats?filter=extension_config_discovery|listener_manager")
+                .await,
+        );
+        let reloads = stats
+            .0
+            .iter()
+            .filter_map(|(name, value)| {
+                let filter = name
+                    .strip_prefix("extension_config_discovery.http_filter.")?
+                    .strip_suffix(".config_reload")?;
+                Some((filter.to_string(), *value))
+            })
+            .collect();
+        GatewayMark {
+            configs: self.filter_configs().await,
+            reloads,
+            listener_creates: stats.get("listener_manager.listener_create_success")
+                + stats.get("listener_manager.listener_create_failure"),
+            listener_changes: stats.get("listener_manager.listener_added")
+                + stats.get("listener_manager.listener_modified"),
+            listeners_warming: stats.get("listener_manager.total_listeners_warming"),
+        }
+    }
+
+    /// Whether Envoy has the Gateway's listener on `port`, bound.
+    pub async fn listening_on(&self, port: u16) -> bool {
+        let text = self.admin("/listeners?format=json").await;
+        let Ok(listeners) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return false;
+        };
+        listeners["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| {
+                l["local_address"]["socket_address"]["port_value"].as_u64() == Some(u64::from(port))
+            })
+    }
+
+    /// Whether Envoy refused the Gateway's listener on `port` because the port is taken.
+    pub fn port_taken(&self, port: u16) -> bool {
+        self.log()
+            .contains(&format!(":{port}': Address already in use"))
     }
 
     pub fn url(&self, path: &str) -> String {

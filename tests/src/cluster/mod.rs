@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use apiserver::ApiServer;
 use binaries::ControlPlaneBinaries;
 use controller::Controller;
-use istio::{IstioGateway, Istiod};
+use istio::{GatewayMark, IstioGateway, Istiod};
 use kubectl::Kubectl;
-use process::{free_port, wait_until};
+use process::free_port;
 
 use crate::standin::{StandIn, StandInConfig};
 
@@ -87,11 +87,7 @@ impl Cluster {
         ]);
 
         let port = free_port();
-        admin.apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {GATEWAY_NAMESPACE}\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: {GATEWAY_NAME}\n  namespace: {GATEWAY_NAMESPACE}\n\
-             spec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port:\n      number: {port}\n      name: http\n      protocol: HTTP\n    hosts: [\"*\"]\n"
-        ));
+        admin.apply(&gateway_yaml(port));
 
         let mut standins = BTreeMap::new();
         for (namespace, models) in namespaces {
@@ -103,9 +99,9 @@ impl Cluster {
         }
 
         let istiod = Istiod::start(&binaries, &api.admin_kubeconfig, &dir).await;
-        let gateway = IstioGateway::start(&istiod, port, &dir);
+        let gateway = IstioGateway::start(&istiod, port, &dir).await;
         let controller_kubeconfig = controller::install(&admin, &dir, api.port, &api.pki.ca_cert);
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             admin,
             controller_kubeconfig,
             gateway,
@@ -134,17 +130,40 @@ impl Cluster {
         }
     }
 
-    async fn wait_gateway_listening(&self) {
-        let addr = format!("127.0.0.1:{}", self.gateway.port);
-        wait_until(
-            "the gateway listens on the Gateway's port (istiod pushed a listener)",
-            Duration::from_secs(60),
-            || {
-                let addr = addr.clone();
-                async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
-            },
-        )
-        .await;
+    /// Waits until the gateway's Envoy has bound the Gateway object's port (istiod pushed
+    /// the listener). The port was picked free before the Gateway was written; when
+    /// another process took it meanwhile, Envoy refuses the listener, and the Gateway is
+    /// moved to a fresh port.
+    async fn wait_gateway_listening(&mut self) {
+        for attempt in 1..=process::START_ATTEMPTS {
+            let port = self.gateway.port;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if self.gateway.listening_on(port).await {
+                    return;
+                }
+                if self.gateway.port_taken(port) {
+                    break;
+                }
+                self.gateway
+                    .assert_running("waiting for the Gateway's listener");
+                assert!(
+                    Instant::now() < deadline,
+                    "the gateway never listened on the Gateway's port {port} (istiod pushed no listener)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let fresh = free_port();
+            eprintln!(
+                "gateway port {port} was taken (attempt {attempt}); moving the Gateway to {fresh}"
+            );
+            self.gateway.port = fresh;
+            self.admin.apply(&gateway_yaml(fresh));
+        }
+        panic!(
+            "the Gateway's port was taken {} times",
+            process::START_ATTEMPTS
+        );
     }
 
     /// Starts a replica of `modelsplit run` as the controller's ServiceAccount.
@@ -157,8 +176,41 @@ impl Cluster {
         &self.standins[namespace]
     }
 
+    /// Waits until the gateway runs `group` of `namespace` with exactly `weights` on every
+    /// worker, not just on its main thread: [`Cluster::wait_filter_weights`], then until
+    /// what changed since `since` (taken before the change was made) has reached every
+    /// worker ([`GatewayMark::in_force_since`]). Requests sent after this returns are
+    /// decided by that configuration.
+    pub async fn wait_in_force(
+        &self,
+        namespace: &str,
+        group: &str,
+        weights: &[(&str, u64)],
+        since: &GatewayMark,
+        timeout: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        self.wait_filter_weights(namespace, group, weights, timeout)
+            .await;
+        let deadline = started + timeout;
+        loop {
+            let now = self.gateway.mark().await;
+            if now.in_force_since(since) {
+                return started.elapsed();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{namespace}/{group} = {weights:?} did not reach every worker of the gateway within {timeout:?}: {now:#?} since {since:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the gateway runs a filter config in which `group` of `namespace` has
-    /// exactly `weights` (member -> weight as the controller writes it: basis points).
+    /// exactly `weights` (member -> weight as the controller writes it: basis points), as
+    /// its main thread has it (`config_dump`): workers may still be taking it up (see
+    /// [`Cluster::wait_in_force`]).
     pub async fn wait_filter_weights(
         &self,
         namespace: &str,
@@ -223,6 +275,15 @@ pub fn group_weights(
                 ))
             })
             .collect(),
+    )
+}
+
+/// The gateway namespace and the Gateway `odh-gateway` serving HTTP on `port`.
+fn gateway_yaml(port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {GATEWAY_NAMESPACE}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: {GATEWAY_NAME}\n  namespace: {GATEWAY_NAMESPACE}\n\
+         spec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port:\n      number: {port}\n      name: http\n      protocol: HTTP\n    hosts: [\"*\"]\n"
     )
 }
 
@@ -429,13 +490,17 @@ impl Cluster {
     }
 }
 
+/// Requests in flight per protocol in a [`GroupLoad`].
+const GROUP_LOAD_IN_FLIGHT: usize = 4;
+
 /// Continuous REST and gRPC requests to one group through the gateway while a test
 /// changes things; every answer must come from a member, in the group's namespace.
 pub struct GroupLoad {
     namespace: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    rest: tokio::task::JoinHandle<Vec<(Instant, crate::observe::Observed)>>,
-    grpc: tokio::task::JoinHandle<Vec<(Instant, crate::observe::Observed)>>,
+    answers: crate::infer::Answers,
+    rest: tokio::task::JoinHandle<Vec<crate::infer::Timed>>,
+    grpc: tokio::task::JoinHandle<Vec<crate::infer::Timed>>,
 }
 
 /// What a [`GroupLoad`] saw.
@@ -457,27 +522,39 @@ pub struct LoadReport {
 impl GroupLoad {
     pub async fn start(cluster: &Cluster, namespace: &str, group: &str) -> GroupLoad {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = crate::infer::Answers::default();
         let url = cluster
             .gateway
             .url(&format!("/modelmesh/{namespace}/v2/models/{group}/infer"));
         let rest = crate::infer::timed_rest_until(
             stop.clone(),
-            4,
+            GROUP_LOAD_IN_FLIGHT,
             crate::http::HttpClient::default(),
             url,
+            answers.clone(),
         );
         let grpc = crate::infer::timed_grpc_until(
             stop.clone(),
-            4,
+            GROUP_LOAD_IN_FLIGHT,
             crate::infer::grpc_client(&cluster.gateway.url("")).await,
             Box::leak(group.to_string().into_boxed_str()),
+            answers.clone(),
         );
         GroupLoad {
             namespace: namespace.to_string(),
             stop,
+            answers,
             rest,
             grpc,
         }
+    }
+
+    /// Waits until `more` requests sent from now on were answered: traffic through the
+    /// state reached so far, however slow the machine.
+    pub async fn wait_for_answers(&self, more: usize) {
+        self.answers
+            .wait_for_more(more, 2 * GROUP_LOAD_IN_FLIGHT, "group load")
+            .await;
     }
 
     pub async fn finish(self) -> LoadReport {
@@ -486,7 +563,7 @@ impl GroupLoad {
         all.extend(self.grpc.await.expect("gRPC load"));
         let sent = all.len();
         let (dropped, observed): (Vec<_>, Vec<_>) =
-            all.into_iter().map(|(_, o)| o).partition(|o| {
+            all.into_iter().map(|t| t.observed).partition(|o| {
                 matches!(o.status, 1 | 14) && o.namespace.is_none() && o.routed_to.is_none()
             });
         let tally = crate::observe::Tally::of(&observed, &self.namespace);

@@ -11,6 +11,8 @@ pub struct Process {
     pub name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Where this run's output starts in the (appended) log.
+    log_start: u64,
 }
 
 impl Process {
@@ -22,6 +24,7 @@ impl Process {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        let log_start = file.metadata().map(|m| m.len()).unwrap_or(0);
         let err = file.try_clone().expect("clone log file handle");
         command.stdin(Stdio::null()).stdout(file).stderr(err);
         let child = command
@@ -31,6 +34,7 @@ impl Process {
             name: name.to_string(),
             child: Some(child),
             log,
+            log_start,
         }
     }
 
@@ -51,6 +55,19 @@ impl Process {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether this run of the process exited because a port it was given was taken
+    /// (Go's and Envoy's wording of EADDRINUSE): the caller picks another and retries.
+    pub fn exited_on_taken_port(&mut self) -> bool {
+        if self.running() {
+            return false;
+        }
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let this_run = text.get(self.log_start as usize..).unwrap_or_default();
+        String::from_utf8_lossy(this_run)
+            .to_lowercase()
+            .contains("address already in use")
     }
 
     /// Panics with the log tail if the process has exited.
@@ -115,7 +132,12 @@ impl Drop for Process {
     }
 }
 
-/// A free loopback port (bound and released; the caller binds it right after).
+/// How many times a process is started with fresh ports when one it was given was taken.
+pub const START_ATTEMPTS: usize = 5;
+
+/// A free loopback port (bound and released; the caller binds it right after). Another
+/// process may take it first: whoever passes it on retries with a fresh one when the
+/// start fails on it ([`Process::exited_on_taken_port`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 pub struct SlowProxy {
     pub port: u16,
     delay_ms: Arc<AtomicU64>,
+    /// Chunks of answers being held back right now, and chunks passed on so far.
+    held: Arc<AtomicU64>,
+    passed: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -22,10 +25,11 @@ impl SlowProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let delay = delay_ms.clone();
+        let (held, passed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (delay, held_now, passed_now) = (delay_ms.clone(), held.clone(), passed.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let delay = delay.clone();
+                let (delay, held, passed) = (delay.clone(), held_now.clone(), passed_now.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                         return;
@@ -45,11 +49,14 @@ impl SlowProxy {
                             };
                             let wait = delay.load(Ordering::Relaxed);
                             if wait > 0 {
+                                held.fetch_add(1, Ordering::SeqCst);
                                 tokio::time::sleep(Duration::from_millis(wait)).await;
+                                held.fetch_sub(1, Ordering::SeqCst);
                             }
                             if client_write.write_all(&buffer[..n]).await.is_err() {
                                 break;
                             }
+                            passed.fetch_add(1, Ordering::SeqCst);
                         }
                         let _ = client_write.shutdown().await;
                     };
@@ -60,6 +67,8 @@ impl SlowProxy {
         SlowProxy {
             port,
             delay_ms,
+            held,
+            passed,
             task,
         }
     }
@@ -68,6 +77,30 @@ impl SlowProxy {
     pub fn delay_answers(&self, delay: Duration) {
         self.delay_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl SlowProxy {
+    /// Waits until every answer held back has been passed on, then until `more` further
+    /// answers went through (the client kept talking after it had them all). Generous
+    /// deadline: answers are held for at most the delay that was set.
+    pub async fn wait_until_drained(&self, more: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while self.held.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy still holds answers after 180 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let target = self.passed.load(Ordering::SeqCst) + more;
+        while self.passed.load(Ordering::SeqCst) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client behind the proxy went quiet"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
