@@ -21,6 +21,7 @@ pub mod lease;
 pub mod metrics;
 pub mod preflight;
 pub mod reconcile;
+pub mod recorder;
 pub mod retry;
 pub mod snapshot;
 pub mod staging;
