@@ -25,6 +25,7 @@ pub mod recorder;
 pub mod retry;
 pub mod snapshot;
 pub mod staging;
+pub mod trim;
 pub mod watch;
 
 use std::net::SocketAddr;
