@@ -5,6 +5,9 @@
 #   scripts/bench.sh dataplane  # only the Envoy data path (or: core, render, grpc; several allowed)
 #   scripts/bench.sh grpc       # gRPC by model_name vs header vs no filter, 1 KiB and 1 MiB
 #                               # (its own section of BENCHMARKS.md, between grpc markers)
+#   scripts/bench.sh cluster-scale  # `modelsplit run` on the real control plane (issue 18):
+#                               # N isvcs (MODELSPLIT_SCALE_N, default 1000) in 2-member groups
+#                               # over N/50 namespaces; its own section, between markers
 #
 # Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_ALT_WASM (another
 # build of the filter, measured in the same rounds as cells "(4*) other build"), BENCH_OUT (results
@@ -69,6 +72,38 @@ body = f"\nMeasured {when}.\n\n{open(cpu).read().strip()}\n\n{open(copies).read(
 open(path, "w").write(head + begin + body + end + tail)
 PY
   cat "$out/grpc_body.md" "$out/grpc_copies.md" >&2
+  [ "${#parts[@]}" -eq 1 ] && exit 0
+fi
+
+if want cluster-scale; then
+  step "cluster scale: ${MODELSPLIT_SCALE_N:-1000} InferenceServices on the real control plane"
+  # The cluster harness's build (repo target/, release controller), not CARGO_TARGET_DIR.
+  (
+    unset CARGO_TARGET_DIR
+    MODELSPLIT_CONTROL_PLANE="$(tests/control-plane/build.sh)"
+    export MODELSPLIT_CONTROL_PLANE
+    [ -s target/wasm32-unknown-unknown/release/modelsplit_filter.wasm ] || scripts/build-wasm.sh
+    cargo build --quiet --release -p modelsplit-controller --bin modelsplit
+    export MODELSPLIT_BIN="$PWD/target/release/modelsplit"
+    load="$(cut -d' ' -f1-3 /proc/loadavg)"
+    cargo test -q -p modelsplit-e2e --test cluster_scale -- --ignored --nocapture 2>&1 \
+      | tee "$out/cluster_scale.log" | grep FIGURE >&2
+    python3 - "$root/BENCHMARKS.md" "$out/cluster_scale.log" \
+      "$(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD), load before $load, after $(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import sys
+path, log, when = sys.argv[1:4]
+figures = [l.split("FIGURE ", 1)[1].strip() for l in open(log) if "FIGURE " in l]
+n = next((f.split()[0] for f in figures if f.startswith("n=")), "n=?")
+begin, end = f"<!-- bench.sh cluster-scale {n}: begin -->", f"<!-- bench.sh cluster-scale {n}: end -->"
+body = f"\nMeasured {when}.\n\n" + "\n".join(f"- {f}" for f in figures) + "\n"
+text = open(path).read()
+if begin not in text:
+    text += f"\n## The controller at scale on a real control plane ({n})\n\n`scripts/bench.sh cluster-scale` (tests/tests/cluster_scale.rs).\n{begin}{end}\n"
+head, rest = text.split(begin, 1)
+tail = rest.split(end, 1)[1]
+open(path, "w").write(head + begin + body + end + tail)
+PY
+  )
   [ "${#parts[@]}" -eq 1 ] && exit 0
 fi
 

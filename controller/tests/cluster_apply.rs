@@ -304,10 +304,15 @@ async fn creates_the_plan_announces_ready_once_and_then_writes_nothing() {
     // VirtualService first: a member's route exists before the filter sends it traffic.
     let vs = expect_apply(&mut api, VS_PATH, &golden[1]).await;
     let wp = expect_plugin_apply(&mut api, &golden[0], Stamp::Fresh(started)).await;
+    // The pass is over before any Event is answered: Events never delay routing.
+    let (reconciler, result) = tokio::time::timeout(Duration::from_secs(5), pass)
+        .await
+        .expect("the pass does not wait for its Events")
+        .expect("the code under test panicked");
     for member in ["ai-model-one", "ai-model-two"] {
         expect_event(&mut api, member, "Normal", "GroupReady", SEED_LINE).await;
     }
-    let (reconciler, result) = finish(pass, &mut api).await;
+    reconciler.events_sent().await;
     let outcome = result.unwrap();
     assert_eq!(
         outcome.writes,

@@ -46,7 +46,7 @@ pub struct RunFlags {
     /// Re-plan this often even when nothing changed.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub resync_seconds: u64,
-    /// Plan once for changes closer together than this.
+    /// Changes within this long of the first one are planned together, in one pass.
     #[arg(long, default_value_t = 500, value_name = "MILLISECONDS")]
     pub debounce_ms: u64,
 }

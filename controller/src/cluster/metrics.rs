@@ -40,6 +40,36 @@ impl ReconcileResult {
     }
 }
 
+/// What became of one Event: the `result` label of `modelsplit_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventResult {
+    /// Created in the API.
+    Created,
+    /// Dropped: the same as the last Event on its object, lately.
+    Duplicate,
+    /// Dropped: its object had too many Events lately.
+    RateLimited,
+    /// Dropped by the pass: the Event task's queue was full.
+    QueueFull,
+    /// Dropped: this replica no longer leads.
+    NotLeader,
+    /// The API refused it (after retries).
+    Failed,
+}
+
+impl EventResult {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventResult::Created => "created",
+            EventResult::Duplicate => "duplicate",
+            EventResult::RateLimited => "rate_limited",
+            EventResult::QueueFull => "queue_full",
+            EventResult::NotLeader => "not_leader",
+            EventResult::Failed => "failed",
+        }
+    }
+}
+
 /// A group state as a label value (the state's word; the type lives in the core crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct StateLabel(StateKind);
@@ -64,6 +94,7 @@ macro_rules! label_values {
 
 label_values! {
     ReconcileResult => ReconcileResult::as_str,
+    EventResult => EventResult::as_str,
     ErrorKind => ErrorKind::metric_label,
     StateLabel => StateLabel::as_str,
     ManagedKind => ManagedKind::kind,
@@ -73,6 +104,11 @@ label_values! {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReconcileLabels {
     result: ReconcileResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    result: EventResult,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -97,6 +133,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    events: Family<EventLabels, Counter>,
     groups: Family<GroupLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     apply_seconds: Histogram,
@@ -118,6 +155,12 @@ impl Metrics {
             "errors",
             "Errors by kind (conflict, server, api, transport, forbidden, not_leader, watch, lease, event, decode)",
             errors.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events handed to the Event task, by result (created, duplicate, rate_limited, queue_full, not_leader, failed)",
+            events.clone(),
         );
         let groups = Family::<GroupLabels, Gauge>::default();
         registry.register(
@@ -148,6 +191,7 @@ impl Metrics {
             registry: Arc::new(registry),
             reconciles,
             errors,
+            events,
             groups,
             writes,
             apply_seconds,
@@ -164,6 +208,10 @@ impl Metrics {
 
     pub fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    pub fn event(&self, result: EventResult) {
+        self.events.get_or_create(&EventLabels { result }).inc();
     }
 
     pub fn wrote(&self, kind: ManagedKind, action: Outcome) {

@@ -21,9 +21,11 @@ pub mod lease;
 pub mod metrics;
 pub mod preflight;
 pub mod reconcile;
+pub mod recorder;
 pub mod retry;
 pub mod snapshot;
 pub mod staging;
+pub mod trim;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -54,7 +56,8 @@ pub struct RunSettings {
     pub metrics_addr: SocketAddr,
     /// A full re-plan this often even without changes (repairs edits the watch missed).
     pub resync: Duration,
-    /// Changes closer together than this are planned once.
+    /// Changes within this long of the first one are planned together (a pass starts at
+    /// most this long after a change, however many follow).
     pub debounce: Duration,
 }
 
@@ -166,19 +169,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits until no change arrived for `quiet`, at most 10 × `quiet` in all.
+/// Gathers the changes of one `quiet` interval into one pass: waits `quiet` after the
+/// first change (however many follow: under churn, say the start-up burst, a pass still
+/// starts within one interval), then takes the signal of the changes that arrived
+/// meanwhile, since the snapshot taken next includes them.
 async fn debounce(changed: &tokio::sync::Notify, quiet: Duration) {
-    let deadline = Instant::now() + quiet * 10;
-    loop {
-        let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
-        if wait.is_zero()
-            || tokio::time::timeout(wait, changed.notified())
-                .await
-                .is_err()
-        {
-            return;
-        }
-    }
+    tokio::time::sleep(quiet).await;
+    let _ = futures::FutureExt::now_or_never(changed.notified());
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -218,4 +215,50 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Notify;
+
+    /// A change that arrives while a pass runs (no one waits on the signal then) is kept
+    /// as a permit: the loop's next wait returns at once and plans it right after, after
+    /// one quiet interval.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_a_pass_is_planned_right_after_it() {
+        let changed = Notify::new();
+        // During the pass: the watcher signals, nobody is waiting.
+        changed.notify_one();
+        changed.notify_one();
+        let start = Instant::now();
+        tokio::time::timeout(Duration::from_millis(1), changed.notified())
+            .await
+            .expect("the permit is kept");
+        debounce(&changed, Duration::from_millis(100)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // The signals of the interval make one pass.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), changed.notified())
+                .await
+                .is_err()
+        );
+    }
+
+    /// A stream of changes delays a pass by one quiet interval, no more.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_changes_delays_a_pass_by_one_quiet_interval() {
+        let changed = std::sync::Arc::new(Notify::new());
+        let signal = changed.clone();
+        let churn = tokio::spawn(async move {
+            loop {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let start = Instant::now();
+        debounce(&changed, Duration::from_millis(100)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        churn.abort();
+    }
 }

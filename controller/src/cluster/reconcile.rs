@@ -1,5 +1,6 @@
 //! One pass: snapshot -> plan -> staged writes (routes, then filter configs, then prunes)
-//! -> Events. The watch loop calls this on every (debounced) change, on resync, and when
+//! -> Events, queued for the Event task ([`super::recorder`]) so that no pass waits for
+//! them. The watch loop calls this on every (debounced) change, on resync, and when
 //! a route kept for the grace period may go; tests call it directly.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,11 +12,12 @@ use modelsplit_filter::config::FilterConfig;
 
 use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer};
 use super::error::{ClusterError, ErrorKind};
-use super::events::{self, EventMemory, Subject};
+use super::events::{EventMemory, Subject};
 use super::kinds::ManagedKind;
 use super::lease::Leadership;
 use super::metrics::Metrics;
-use super::retry::{leader_call, Backoff};
+use super::recorder::{self, EventQueue, Limits};
+use super::retry::Backoff;
 use super::snapshot::Snapshot;
 use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
 use super::watch::Scope;
@@ -42,7 +44,7 @@ pub fn desired_objects(plan: &Plan) -> Vec<DesiredObject> {
 pub struct ReconcileOutcome {
     pub plan: Plan,
     pub writes: Vec<(ObjectKey, Outcome)>,
-    /// Events created in this pass.
+    /// Events queued for the Event task in this pass.
     pub events: usize,
     /// When a route kept only for the grace period may be removed: plan again then.
     pub wake_at: Option<Timestamp>,
@@ -84,6 +86,7 @@ pub struct Reconciler {
     pub identity: String,
     pub backoff: Backoff,
     memory: EventMemory,
+    events: EventQueue,
 }
 
 impl Reconciler {
@@ -94,6 +97,14 @@ impl Reconciler {
         metrics: Metrics,
         identity: String,
     ) -> Self {
+        // Ends with the reconciler (the queue is its only sender).
+        let (events, _task) = recorder::spawn(
+            client.clone(),
+            leadership.clone(),
+            metrics.clone(),
+            identity.clone(),
+            Limits::default(),
+        );
         Reconciler {
             client,
             settings,
@@ -103,7 +114,13 @@ impl Reconciler {
             identity,
             backoff: Backoff::default(),
             memory: EventMemory::default(),
+            events,
         }
+    }
+
+    /// Resolves once every Event queued so far was handled by the Event task.
+    pub async fn events_sent(&self) {
+        self.events.idle().await;
     }
 
     pub fn with_publishing(mut self, publishing: Publishing) -> Self {
@@ -113,7 +130,7 @@ impl Reconciler {
 
     /// Plans from `snapshot` and moves the cluster towards it in stages, so that every
     /// member of every published filter config has its route at every moment. Events are
-    /// sent after the writes; a group whose routes could not be written is reported.
+    /// queued after the writes (the Event task creates them later); a group whose routes could not be written is reported.
     pub async fn reconcile_once(
         &mut self,
         snapshot: &Snapshot,
@@ -249,7 +266,7 @@ impl Reconciler {
             self.stop_if_not_leading(&writes)?;
         }
 
-        let sent = self.announce(&plan, snapshot, &held_back).await?;
+        let sent = self.announce(&plan, snapshot, &held_back);
         let first_error = writes
             .iter()
             .find_map(|(_, r)| r.as_ref().err())
@@ -308,49 +325,34 @@ impl Reconciler {
         DesiredObject::from_value(serde_json::to_value(&plugin).ok()?)
     }
 
-    /// Creates the Events the plan's report calls for; returns how many were created.
-    /// Groups of `held_back` namespaces (their routes could not be written) kept their
-    /// published split: their report is not announced (nor remembered) until it holds.
-    async fn announce(
+    /// Queues the Events the plan's report calls for (never waiting: the Event task
+    /// creates them); returns how many were queued. Groups of `held_back` namespaces (their
+    /// routes could not be written) kept their published split: their report is not
+    /// announced (nor remembered) until it holds. An announcement is remembered as said
+    /// once queued; one the full queue dropped is counted, not retried.
+    fn announce(
         &mut self,
         plan: &Plan,
         snapshot: &Snapshot,
         held_back: &BTreeSet<String>,
-    ) -> Result<usize, ClusterError> {
+    ) -> usize {
         let mut announcements =
             self.memory
                 .changes(&plan.groups, &plan.notices, &snapshot.isvc_uids());
         announcements.retain(|a| {
             !matches!(&a.subject, Subject::Group { namespace, .. } if held_back.contains(namespace))
         });
-        let mut sent = 0;
-        let mut first_error = None;
-        'announcements: for announcement in &announcements {
+        let mut queued = 0;
+        for announcement in &announcements {
             for spec in &announcement.events {
-                let wall = Timestamp::now();
-                let result = leader_call("create event", &self.leadership, self.backoff, || {
-                    events::publish(&self.client, spec, &self.identity, wall)
-                })
-                .await;
-                match result {
-                    Ok(_) => sent += 1,
-                    Err(ClusterError::NotLeader) => return Err(ClusterError::NotLeader),
-                    Err(error) => {
-                        // Not remembered: the announcement is retried on the next pass.
-                        tracing::warn!(%error, reason = spec.reason.as_str(), "could not create an Event");
-                        self.metrics.error(ErrorKind::Event);
-                        first_error.get_or_insert(error);
-                        continue 'announcements;
-                    }
+                if self.events.offer(spec.clone()) {
+                    queued += 1;
                 }
             }
             tracing::info!(line = %announcement.said.line, "announced");
             self.memory.remember(announcement);
         }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(sent),
-        }
+        queued
     }
 
     fn count_groups(&self, plan: &Plan) {

@@ -16,6 +16,7 @@ use super::error::{ErrorKind, ResourceName};
 use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
 use super::metrics::Metrics;
 use super::snapshot::Snapshot;
+use super::trim;
 use modelsplit_core::resources::{Namespace, MANAGED_BY_LABEL, MANAGER};
 
 /// Which namespaces to watch for ServingRuntimes and InferenceServices.
@@ -103,28 +104,34 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
     let api: Api<Namespace> = Api::all(client.clone());
     streams.push(drive(reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|namespace: &mut Namespace| trim::metadata(&mut namespace.metadata)),
     )));
 
-    let mut dynamic =
-        |resource: &ResourceName, kind: &str, namespace: Option<&str>, labels: Option<String>| {
-            let resource = api_resource(resource, kind);
-            let api: Api<DynamicObject> = match namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
-            let config = match labels {
-                Some(selector) => watcher::Config::default().labels(&selector),
-                None => watcher::Config::default(),
-            };
-            let writer = reflector::store::Writer::new(resource);
-            let store = writer.as_reader();
-            streams.push(drive(reflector::reflector(
-                writer,
-                watcher(api, config).default_backoff(),
-            )));
-            store
+    let mut dynamic = |resource: &ResourceName,
+                       kind: &str,
+                       namespace: Option<&str>,
+                       labels: Option<String>,
+                       trim: fn(&mut DynamicObject)| {
+        let resource = api_resource(resource, kind);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
         };
+        let config = match labels {
+            Some(selector) => watcher::Config::default().labels(&selector),
+            None => watcher::Config::default(),
+        };
+        let writer = reflector::store::Writer::new(resource);
+        let store = writer.as_reader();
+        // Trimmed before the store keeps them: only what the planner reads.
+        streams.push(drive(reflector::reflector(
+            writer,
+            watcher(api, config).default_backoff().modify(trim),
+        )));
+        store
+    };
 
     let namespaces_in_scope: Vec<Option<&str>> = match scope {
         Scope::AllNamespaces => vec![None],
@@ -132,11 +139,27 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
     };
     let serving_runtimes = namespaces_in_scope
         .iter()
-        .map(|ns| dynamic(&SERVING_RUNTIMES, "ServingRuntime", *ns, None))
+        .map(|ns| {
+            dynamic(
+                &SERVING_RUNTIMES,
+                "ServingRuntime",
+                *ns,
+                None,
+                trim::serving_runtime,
+            )
+        })
         .collect();
     let inference_services = namespaces_in_scope
         .iter()
-        .map(|ns| dynamic(&INFERENCE_SERVICES, "InferenceService", *ns, None))
+        .map(|ns| {
+            dynamic(
+                &INFERENCE_SERVICES,
+                "InferenceService",
+                *ns,
+                None,
+                trim::inference_service,
+            )
+        })
         .collect();
     // Published objects live in gateway namespaces, whatever the scope.
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGER}");
@@ -148,6 +171,7 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
                 kind.kind(),
                 None,
                 Some(managed_selector.clone()),
+                trim::object,
             );
             (kind, store)
         })

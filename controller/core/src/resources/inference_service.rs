@@ -16,7 +16,7 @@ pub const WEIGHT_ANNOTATION: &str = "serving.kserve.io/canaryTrafficPercent";
 pub const STICKY_HEADER_ANNOTATION: &str = "modelsplit.io/sticky-header";
 
 /// The predictor frameworks of KServe's older `spec.predictor.<framework>` form.
-const FRAMEWORK_KEYS: &[&str] = &[
+pub const FRAMEWORK_KEYS: &[&str] = &[
     "sklearn",
     "xgboost",
     "tensorflow",

@@ -1,0 +1,207 @@
+//! The controller at scale on the real control plane (issue 18): N InferenceServices in
+//! 2-member groups over N/50 namespaces. Ignored by default; run by
+//! `scripts/bench.sh cluster-scale` (N from `MODELSPLIT_SCALE_N`, default 1000), which
+//! writes the FIGURE lines into BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use modelsplit_e2e::cluster::{group_weights, isvc_yaml, Cluster};
+
+const EDITS: usize = 20;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let rank = ((samples.len() as f64) * p).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Every `(namespace, group) -> weights` the gateway runs now.
+async fn routed(cluster: &Cluster) -> Vec<serde_json::Value> {
+    cluster
+        .gateway
+        .filter_configs()
+        .await
+        .into_iter()
+        .map(|(_, config)| config)
+        .collect()
+}
+
+fn member(group: usize, n: usize) -> String {
+    format!("g{group}-m{n}")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Annotates group `g` of `namespace` to `one`/`100 - one`, as a person does (two edits).
+fn edit(cluster: &Cluster, namespace: &str, g: usize, one: u64) {
+    cluster.annotate_weight(namespace, &member(g, 1), &one.to_string());
+    cluster.annotate_weight(namespace, &member(g, 2), &(100 - one).to_string());
+}
+
+fn wanted(g: usize, one: u64) -> BTreeMap<String, u64> {
+    BTreeMap::from([(member(g, 1), one * 100), (member(g, 2), (100 - one) * 100)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: scripts/bench.sh cluster-scale"]
+async fn scale() {
+    let n: usize = std::env::var("MODELSPLIT_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let namespaces: Vec<String> = (0..n.div_ceil(50)).map(|i| format!("scale-{i}")).collect();
+    let groups_per_ns = 25;
+    let models: Vec<Vec<String>> = namespaces
+        .iter()
+        .map(|_| {
+            (0..groups_per_ns)
+                .flat_map(|g| [member(g, 1), member(g, 2)])
+                .collect()
+        })
+        .collect();
+    let models_ref: Vec<Vec<&str>> = models
+        .iter()
+        .map(|m| m.iter().map(String::as_str).collect())
+        .collect();
+    let spec: Vec<(&str, &[&str])> = namespaces
+        .iter()
+        .zip(&models_ref)
+        .map(|(ns, m)| (ns.as_str(), m.as_slice()))
+        .collect();
+    let cluster = Cluster::start(&spec).await;
+    let created = Instant::now();
+    for namespace in &namespaces {
+        let mut yaml = String::new();
+        for g in 0..groups_per_ns {
+            for m in 1..=2 {
+                yaml.push_str(&isvc_yaml(
+                    namespace,
+                    &member(g, m),
+                    Some(&format!("group-{g}")),
+                    Some("50"),
+                ));
+            }
+        }
+        cluster.admin.apply(&yaml);
+    }
+    eprintln!(
+        "FIGURE isvcs created: {} in {:.1}s",
+        namespaces.len() * groups_per_ns * 2,
+        created.elapsed().as_secs_f64()
+    );
+    let groups = namespaces.len() * groups_per_ns;
+
+    // Start -> every group routed at the gateway, with 20 edits made during the start-up burst.
+    let started = Instant::now();
+    let mut controller = cluster.controller("replica-a", &[]);
+    controller.wait_ready().await;
+    let mut pending: Vec<(String, usize, u64, Instant)> = Vec::new();
+    for i in 0..EDITS {
+        let namespace = &namespaces[i % namespaces.len()];
+        let g = i / namespaces.len() % groups_per_ns;
+        let at = Instant::now();
+        edit(&cluster, namespace, g, 70);
+        pending.push((namespace.clone(), g, 70, at));
+    }
+    let mut during_start = Vec::new();
+    let mut all_routed = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while all_routed.is_none() || !pending.is_empty() {
+        assert!(Instant::now() < deadline, "not routed within 10 min");
+        let configs = routed(&cluster).await;
+        pending.retain(|(namespace, g, one, at)| {
+            let found = configs
+                .iter()
+                .filter_map(|c| group_weights(c, namespace, &format!("group-{g}")))
+                .any(|w| w == wanted(*g, *one));
+            if found {
+                during_start.push(at.elapsed());
+            }
+            !found
+        });
+        if all_routed.is_none() {
+            let count: usize = configs
+                .iter()
+                .filter_map(|c| c.get("groups").and_then(|g| g.as_array()).map(Vec::len))
+                .sum();
+            if count >= groups {
+                all_routed = Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_routed = all_routed.unwrap_or_default();
+
+    // Idle: one edit at a time, each waited for at the gateway.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut idle = Vec::new();
+    for i in 0..EDITS {
+        let namespace = &namespaces[(i + 1) % namespaces.len()];
+        let g = groups_per_ns - 1 - i / namespaces.len() % groups_per_ns;
+        let one = 30 + (i as u64 % 5) * 10;
+        let at = Instant::now();
+        edit(&cluster, namespace, g, one);
+        let weights: Vec<(String, u64)> = wanted(g, one).into_iter().collect();
+        let refs: Vec<(&str, u64)> = weights.iter().map(|(m, w)| (m.as_str(), *w)).collect();
+        cluster
+            .wait_filter_weights(
+                namespace,
+                &format!("group-{g}"),
+                &refs,
+                Duration::from_secs(120),
+            )
+            .await;
+        idle.push(at.elapsed());
+    }
+
+    let created_events = controller
+        .metric("modelsplit_events_total{result=\"created\"}")
+        .await;
+    let passes = controller
+        .metric("modelsplit_reconciles_total{result=\"ok\"}")
+        .await
+        + controller
+            .metric("modelsplit_reconciles_total{result=\"error\"}")
+            .await;
+    let rss = controller.process().pid().map(peak_rss_kib).unwrap_or(0);
+    eprintln!(
+        "FIGURE n={n} groups={groups} namespaces={}",
+        namespaces.len()
+    );
+    eprintln!(
+        "FIGURE start -> every group routed at the gateway: {:.1}s",
+        all_routed.as_secs_f64()
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "FIGURE annotation -> in force, during start-up (n={}): p50 {:.0} ms, p99 {:.0} ms",
+        during_start.len(),
+        ms(percentile(&mut during_start, 0.5)),
+        ms(percentile(&mut during_start, 0.99))
+    );
+    eprintln!(
+        "FIGURE annotation -> in force, idle (n={}): p50 {:.0} ms, p99 {:.0} ms",
+        idle.len(),
+        ms(percentile(&mut idle, 0.5)),
+        ms(percentile(&mut idle, 0.99))
+    );
+    eprintln!(
+        "FIGURE Events created {created_events}, passes {passes}, Events per pass {:.1}",
+        created_events / passes.max(1.0)
+    );
+    eprintln!(
+        "FIGURE controller peak RSS (VmHWM): {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+}
