@@ -215,6 +215,11 @@ fn rbac_grants_exactly_what_the_controller_uses() {
     let (lease, verbs) = LEASE_ACCESS;
     let role = find(&objects, "Role");
     assert_eq!(role["metadata"]["namespace"], "modelsplit-system");
+    // Not limited by name: `--lease-name` and `--instance` (whose Lease is
+    // <instance>-controller) work without editing the Role.
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none(), "{rule}");
+    }
     let granted = grants(&role["rules"]);
     let needed: BTreeSet<_> = verbs
         .iter()
@@ -247,6 +252,17 @@ fn the_deployment_is_two_hardened_replicas_probed_on_the_metrics_port() {
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    // No UID or GID pinned, in the pod or the container: OpenShift's restricted-v2 assigns
+    // one from the namespace's range and refuses pods that ask for another.
+    for context in [&pod["securityContext"], &pod["containers"][0]["securityContext"]] {
+        for field in ["runAsUser", "runAsGroup", "fsGroup"] {
+            assert!(context.get(field).is_none(), "{field} is pinned: {context}");
+        }
+    }
     assert_eq!(pod["serviceAccountName"], "modelsplit-controller");
     let container = &pod["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
