@@ -258,7 +258,10 @@ fn the_deployment_is_two_hardened_replicas_probed_on_the_metrics_port() {
     );
     // No UID or GID pinned, in the pod or the container: OpenShift's restricted-v2 assigns
     // one from the namespace's range and refuses pods that ask for another.
-    for context in [&pod["securityContext"], &pod["containers"][0]["securityContext"]] {
+    for context in [
+        &pod["securityContext"],
+        &pod["containers"][0]["securityContext"],
+    ] {
         for field in ["runAsUser", "runAsGroup", "fsGroup"] {
             assert!(context.get(field).is_none(), "{field} is pinned: {context}");
         }
