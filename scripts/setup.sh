@@ -40,13 +40,19 @@ apt_install() { # apt_install PACKAGE...
   fi
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+# (No `producer | grep -q` here: with pipefail, grep's early exit can fail the producer.)
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 has_candidate() { # the package can be installed from the configured archives
-  apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [^(]'
+  local policy
+  policy="$(apt-cache policy "$1" 2>/dev/null)"
+  [[ "$policy" == *"Candidate: "[!\(]* ]]
 }
 
 missing_debs=()
-need_deb() { installed "$1" || missing_debs+=("$1"); }
+need_deb() {
+  installed "$1" && return
+  [[ " ${missing_debs[*]:-} " == *" $1 "* ]] || missing_debs+=("$1")
+}
 
 command -v cc >/dev/null 2>&1 || { need_deb gcc; need_deb libc6-dev; }
 need_deb ca-certificates
@@ -99,7 +105,7 @@ fi
 if $go_from_backports; then
   backports=/etc/apt/sources.list.d/modelsplit-bookworm-backports.list
   if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    step "enabling bookworm-backports (Debian 12's golang-go is Go 1.19; the control plane needs 1.24)"
+    step "enabling bookworm-backports (Debian 12's golang-go is Go 1.19; the control plane's build needs 1.21 or later)"
     mirror="$(sed -n 's#^deb \(http[^ ]*/debian\)/\{0,1\} bookworm .*#\1#p' /etc/apt/sources.list 2>/dev/null | head -n 1)"
     [ -n "$mirror" ] || mirror="$(sed -n 's#^URIs: \(http[^ ]*/debian\)/\{0,1\}$#\1#p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)"
     [ -n "$mirror" ] || mirror=http://deb.debian.org/debian

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod envoy_admin;
 pub mod fixture;
 pub mod gateway;
+pub mod guide;
 /// The local gateway's Envoy files: the controller's implementation (`modelsplit local`).
 pub use modelsplit_controller::local::envoy_files as gateway_files;
 pub mod http;

@@ -1,18 +1,37 @@
-//! The install on a real control plane (kube-apiserver and etcd built from their Go modules):
-//! the Deployment's pod template is admitted by the API server's Pod Security admission at level
-//! `restricted` (server-side dry run), and pods that break `restricted` are refused there, so
-//! the check can fail.
+//! The install on a real control plane (kube-apiserver, etcd and istiod built from their Go
+//! modules), one cluster for the whole file:
+//! - the Deployment's pod template is admitted by the API server's Pod Security admission at
+//!   level `restricted` (server-side dry run), and a pod that breaks `restricted` is refused
+//!   there, so the check can fail;
+//! - the install guide's shell blocks marked `<!-- test: cluster -->` (controller/deploy/README.md,
+//!   and README.md if it has any) run as written, with kubectl pointing at this API server:
+//!   the overlay, the install, the ODH workflow, re-annotation and clean-up — and the split
+//!   they set up is in force at istiod's gateway.
 //!
 //! Run alone with `scripts/test-cluster.sh cluster_install`.
 
-use modelsplit_e2e::cluster::Cluster;
+use std::time::Duration;
+
+use modelsplit_e2e::cluster::controller::Controller;
+use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
+use modelsplit_e2e::guide::{blocks_of, Kind, Runner};
+use modelsplit_e2e::split::check_split;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+const NS: &str = "modelmesh-apps";
+const MODELS: &[&str] = &["ai-model-one", "ai-model-two"];
+const IN_FORCE: Duration = Duration::from_secs(60);
+/// What the guide's (unmarked) step 1 would have set: a registry and the filter's digest.
+const REGISTRY: &str = "registry.example/you";
+const FILTER_DIGEST: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_install_is_admitted_by_pod_security_restricted() {
-    let cluster = Cluster::start(&[]).await;
+async fn the_install_is_admitted_by_restricted_and_the_install_guide_runs() {
+    let cluster = Cluster::start_before_odh(&[(NS, MODELS)]).await;
     pod_security_restricted_admits_the_deployment(&cluster);
+    the_install_guide_runs(&cluster).await;
 }
 
 /// The Deployment's pod template from `kubectl kustomize controller/deploy/`.
@@ -121,4 +140,139 @@ fn pod_security_restricted_admits_the_deployment(cluster: &Cluster) {
         );
     }
     eprintln!("Pod Security restricted: the Deployment's pod is admitted; escalation, capability, host-network, no-seccomp and root-allowed variants are refused");
+}
+
+/// modelmesh-apps as it is before the guide's ODH step (the cluster started it outside the
+/// mesh, with ModelMesh's Service): two InferenceServices in no group.
+fn models_before_the_guide(cluster: &Cluster) {
+    cluster.admin.apply(&format!(
+        "{}{}",
+        isvc_yaml(NS, "ai-model-one", None, None),
+        isvc_yaml(NS, "ai-model-two", None, None),
+    ));
+}
+
+async fn assert_split_at_gateway(cluster: &Cluster, one: u64, two: u64) {
+    cluster
+        .wait_filter_weights(
+            NS,
+            "ai-model",
+            &[("ai-model-one", one * 100), ("ai-model-two", two * 100)],
+            IN_FORCE,
+        )
+        .await;
+    let tally = cluster.rest_tally(NS, "ai-model", 1000).await;
+    assert_eq!(tally.problem_count, 0, "{:?}", tally.problems);
+    let check = check_split(
+        &tally.by_member,
+        &[("ai-model-one", one as u32), ("ai-model-two", two as u32)],
+    );
+    eprintln!("after the guide's commands, {one}/{two} at the gateway:\n{check}");
+    assert!(check.passes(), "{check}");
+}
+
+async fn the_install_guide_runs(cluster: &Cluster) {
+    models_before_the_guide(cluster);
+    let kubectl_dir = cluster.admin.binary.parent().expect("kubectl's dir");
+    let runner = Runner::new()
+        .path_first(kubectl_dir)
+        .env("KUBECONFIG", cluster.admin.kubeconfig.display().to_string())
+        .env("REGISTRY", REGISTRY)
+        .env("FILTER_DIGEST", FILTER_DIGEST);
+    let blocks = blocks_of(Kind::Cluster);
+    let url = format!("--url=oci://{REGISTRY}/modelsplit-filter@{FILTER_DIGEST}");
+
+    let mut controller: Option<Controller> = None;
+    let mut checked = Vec::new();
+    for block in &blocks {
+        if block.text.contains("kubectl delete wasmplugins") {
+            // The guide's previous (unmarked) step removes the controller first.
+            controller.take();
+        }
+        let ran = runner.run(block);
+        let text = &block.text;
+        if text.contains("kubectl kustomize my-modelsplit/") {
+            assert!(
+                ran.stdout
+                    .contains(&format!("image: {REGISTRY}/modelsplit-controller:0.1.0"))
+                    && ran.stdout.contains(&url),
+                "{}: the overlay does not set the image and --url:\n{}",
+                block.at(),
+                ran.stdout
+            );
+            checked.push("overlay");
+        }
+        if text.contains("kubectl apply -k") {
+            let deployment = cluster.admin.get_json(&[
+                "deployment",
+                "-n",
+                "modelsplit-system",
+                "modelsplit-controller",
+            ]);
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(
+                container["image"],
+                format!("{REGISTRY}/modelsplit-controller:0.1.0")
+            );
+            assert!(
+                container["args"]
+                    .as_array()
+                    .expect("args")
+                    .iter()
+                    .any(|a| a == &json!(url)),
+                "{container}"
+            );
+            // The Deployment would start now; there is no kubelet, so a replica runs here as a
+            // process, as its ServiceAccount.
+            let mut started = cluster.controller("guide-replica", &[]);
+            started.wait_ready().await;
+            controller = Some(started);
+            checked.push("install");
+        }
+        if text.contains("canaryTrafficPercent=20") {
+            assert_split_at_gateway(cluster, 80, 20).await;
+            cluster
+                .wait_event(
+                    NS,
+                    "GroupReady",
+                    "InferenceService/ai-model-one",
+                    Duration::from_secs(30),
+                )
+                .await;
+            checked.push("odh workflow");
+        }
+        if text.contains("get wasmplugin modelsplit") {
+            assert!(ran.stdout.contains("pluginConfig"), "{}", ran.stdout);
+            assert!(ran.stdout.contains("GroupReady"), "{}", ran.stdout);
+            checked.push("inspection");
+        }
+        if text.contains("annotate --overwrite") {
+            assert_split_at_gateway(cluster, 50, 50).await;
+            checked.push("re-annotation");
+        }
+        if text.contains("kubectl delete wasmplugins") {
+            for kind in ["wasmplugins", "virtualservices"] {
+                let left = cluster.admin.get_json(&[
+                    kind,
+                    "-A",
+                    "-l",
+                    "app.kubernetes.io/managed-by=modelsplit",
+                ]);
+                assert_eq!(left["items"], json!([]), "{kind} left after the clean-up");
+            }
+            checked.push("clean-up");
+        }
+    }
+    assert_eq!(
+        checked,
+        [
+            "overlay",
+            "install",
+            "odh workflow",
+            "inspection",
+            "re-annotation",
+            "clean-up"
+        ],
+        "the guide's marked cluster blocks changed: {blocks:#?}"
+    );
 }
