@@ -7,6 +7,7 @@
 #
 #   scripts/fresh-os.sh                       # Debian 12: demo, then all tests
 #   scripts/fresh-os.sh --only demo           # only scripts/demo.sh (or: --only test)
+#   scripts/fresh-os.sh --only setup          # only scripts/setup.sh and what it installed
 #   scripts/fresh-os.sh --ubuntu              # Ubuntu 24.04 (noble) instead (see below)
 #
 # Options:
@@ -47,12 +48,12 @@ while [ "$#" -gt 0 ]; do
     --rust) rust="$2"; shift ;;
     --reuse-control-plane) reuse_cp=true ;;
     --commit) commit="$2"; shift ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fresh-os: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
-case "$only" in ""|demo|test) ;; *) echo "fresh-os: --only demo or --only test" >&2; exit 2 ;; esac
+case "$only" in ""|demo|test|setup) ;; *) echo "fresh-os: --only demo, test or setup" >&2; exit 2 ;; esac
 case "$rust" in auto|rustup|debian) ;; *) echo "fresh-os: --rust auto, rustup or debian" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "fresh-os: needs root (debootstrap, mount, chroot)" >&2; exit 1; }
 dir="${dir:-/var/tmp/modelsplit-fresh-os/$os}"
@@ -205,6 +206,13 @@ if $reuse_cp; then
   cp -a "$stamp_dir" "$root/root/.cache/modelsplit/control-plane/"
   rm -rf "$root/root/.cache/modelsplit/control-plane/$(basename "$stamp_dir")/src"
   result_line "ok   control plane copied from this machine's cache (not built inside)"
+fi
+
+if [ "$only" = setup ]; then
+  run_logged setup in_root 'cd /root/modelsplit && scripts/setup.sh && envoy="$(scripts/find-envoy.sh)" && "$envoy" --version && node --version && cc --version | head -n 1 && protoc --version && for g in $(command -v go) /usr/lib/go-1.*/bin/go; do [ -x "$g" ] && "$g" version; done; (rustup target list --installed; command -v rustc; /usr/bin/rustc --version) 2>/dev/null || true'
+  current="done"
+  result_line "PASS: scripts/setup.sh ran green in a fresh $os root file system ($((SECONDS - started)) s)"
+  exit 0
 fi
 
 # The README's two commands.
