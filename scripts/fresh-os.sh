@@ -22,6 +22,10 @@
 #   --reuse-control-plane  copy this machine's built control plane (tests/control-plane/build.sh's
 #                          cache) in, instead of building it again inside (about 17 CPU-minutes)
 #   --commit REV           the commit to clone (default: HEAD; uncommitted changes are not copied)
+#   --resume               go on in the root file system an earlier run left (after a failure,
+#                          or with --keep): skips building it, Rust and the clone, and runs the
+#                          commands asked for (e.g. --resume --only test after a run that passed
+#                          the demo and then stopped)
 #
 # Needs: root (debootstrap, mount, chroot), debootstrap (installed with apt-get if missing), and
 # the network the suite needs anyway (this machine's resolv.conf, extra CA certificates and
@@ -37,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
-os=debian only="" keep=false rust=auto reuse_cp=false commit=HEAD dir=""
+os=debian only="" keep=false rust=auto reuse_cp=false commit=HEAD dir="" resume=false
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --ubuntu) os=ubuntu ;;
@@ -48,6 +52,7 @@ while [ "$#" -gt 0 ]; do
     --rust) rust="$2"; shift ;;
     --reuse-control-plane) reuse_cp=true ;;
     --commit) commit="$2"; shift ;;
+    --resume) resume=true ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fresh-os: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -129,15 +134,27 @@ if [ -e "$dir" ]; then
   for m in dev/pts dev sys proc; do
     mountpoint -q "$root/$m" 2>/dev/null && umount -R -l "$root/$m" 2>/dev/null || true
   done
-  rm -rf "$dir"
+  $resume || rm -rf "$dir"
 fi
-mkdir -p "$root" "$logs"
-: >"$logs/summary.txt"
+if $resume; then
+  [ -d "$root/root/modelsplit/.git" ] || { echo "fresh-os: --resume: no earlier root file system in $root" >&2; exit 1; }
+  commit="$(git -C "$root/root/modelsplit" rev-parse HEAD)"
+else
+  mkdir -p "$root" "$logs"
+  : >"$logs/summary.txt"
+fi
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 result_line "fresh-os: $os, commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
 
+if $resume; then
+  result_line "resumed in the root file system of an earlier run ($root, commit $commit)"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+  mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
+else
 if ! command -v debootstrap >/dev/null; then
   run_logged install-debootstrap bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap'
 fi
@@ -207,6 +224,8 @@ if $reuse_cp; then
   rm -rf "$root/root/.cache/modelsplit/control-plane/$(basename "$stamp_dir")/src"
   result_line "ok   control plane copied from this machine's cache (not built inside)"
 fi
+
+fi # not resumed
 
 if [ "$only" = setup ]; then
   run_logged setup in_root 'cd /root/modelsplit && scripts/setup.sh && envoy="$(scripts/find-envoy.sh)" && "$envoy" --version && node --version && cc --version | head -n 1 && protoc --version && for g in $(command -v go) /usr/lib/go-1.*/bin/go; do [ -x "$g" ] && "$g" version; done; (rustup target list --installed; command -v rustc; /usr/bin/rustc --version) 2>/dev/null || true'
