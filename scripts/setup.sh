@@ -75,8 +75,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   wasm_route=debian
 fi
 
-# Go >= 1.24 builds the control plane. A Go >= 1.21 is enough here: tests/control-plane/build.sh
-# has it fetch the newer toolchain (GOTOOLCHAIN, from the Go module proxy). Debian 12's
+# Go 1.26 builds the control plane (istio.io/istio's go line). A Go >= 1.21 is enough here:
+# tests/control-plane/build.sh has it fetch go1.26.0 (GOTOOLCHAIN, from the Go module proxy). Debian 12's
 # golang-go is 1.19; bookworm-backports has newer ones (golang-1.2x, under /usr/lib/go-1.2x).
 go_minor() { "$1" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
 go_usable() { # some go of at least 1.21, on PATH or from a golang-1.2x package
