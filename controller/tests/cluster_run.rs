@@ -98,7 +98,7 @@ async fn a_missing_crd_exits_3_with_the_fix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("modelsplit run: the API server does not serve wasmplugins.extensions.istio.io (v1alpha1): its CustomResourceDefinition is not installed; install Istio 1.12 or later"),
+        stderr.contains("modelsplit run: the API server does not serve wasmplugins.extensions.istio.io (v1alpha1): its CustomResourceDefinition is not installed; install Istio (its extensions.istio.io CRDs; modelsplit is tested with istiod of the 1.31 development line)"),
         "{stderr}"
     );
     // Nothing was written.

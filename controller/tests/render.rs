@@ -247,10 +247,13 @@ fn settings_flags_reach_the_wasm_plugin_and_routes() {
         sha,
         "--fail-strategy",
         "FAIL_CLOSE",
+        "--image-pull-secret",
+        "registry-pull",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let yaml = stdout(&output);
     for needle in [
+        "imagePullSecret: registry-pull",
         "  namespace: mesh-root\n",
         "      app: models-gateway\n      tier: edge\n",
         "url: https://example.com/modelsplit_filter.wasm",
@@ -378,4 +381,15 @@ fn bad_flag_values_are_refused_with_the_fix() {
     assert!(err.contains("64 hexadecimal digits"), "{err}");
     let err = failure(&["render", "-f", "fixtures/seed", "--selector", "novalue"]);
     assert!(err.contains("<label>=<value>"), "{err}");
+    let err = failure(&[
+        "render",
+        "-f",
+        "fixtures/seed",
+        "--image-pull-secret",
+        "Not/A-Name",
+    ]);
+    assert!(
+        err.contains("image pull secret \"Not/A-Name\" is not a valid Kubernetes name"),
+        "{err}"
+    );
 }

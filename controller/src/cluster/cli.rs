@@ -10,7 +10,7 @@ use super::reconcile::Publishing;
 use super::watch::Scope;
 use super::RunSettings;
 use modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME;
-use modelsplit_core::settings::Settings;
+use modelsplit_core::settings::{Settings, DEFAULT_PLUGIN_URL};
 
 /// Flags of `modelsplit run` besides the planner settings.
 #[derive(clap::Args, Debug, Clone)]
@@ -130,6 +130,12 @@ pub fn main(args: RunFlags, planner: Settings) -> i32 {
                 return exit_code::FAILURE;
             }
         };
+        if planner.url == DEFAULT_PLUGIN_URL {
+            tracing::warn!(
+                url = DEFAULT_PLUGIN_URL,
+                "--url is the placeholder default, an image nobody publishes: the gateway cannot fetch the filter until --url names the image you pushed (controller/deploy/README.md)"
+            );
+        }
         let settings = args.settings(planner, &config.default_namespace);
         // Audit logs and API server metrics then tell the replicas apart.
         let agent = format!(

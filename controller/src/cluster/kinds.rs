@@ -63,7 +63,7 @@ pub static WASM_PLUGINS: ResourceName = ResourceName {
     group: "extensions.istio.io",
     version: "v1alpha1",
     plural: "wasmplugins",
-    provided_by: "Istio 1.12 or later (its extensions.istio.io CRDs)",
+    provided_by: "Istio (its extensions.istio.io CRDs; modelsplit is tested with istiod of the 1.31 development line)",
 };
 pub static VIRTUAL_SERVICES: ResourceName = ResourceName {
     group: "networking.istio.io",
@@ -75,13 +75,13 @@ pub static EVENTS: ResourceName = ResourceName {
     group: "events.k8s.io",
     version: "v1",
     plural: "events",
-    provided_by: "Kubernetes 1.19 or later",
+    provided_by: "Kubernetes (events.k8s.io/v1; modelsplit is tested with v1.34.4)",
 };
 pub static LEASES: ResourceName = ResourceName {
     group: "coordination.k8s.io",
     version: "v1",
     plural: "leases",
-    provided_by: "Kubernetes 1.14 or later",
+    provided_by: "Kubernetes (coordination.k8s.io/v1; modelsplit is tested with v1.34.4)",
 };
 
 /// Verbs needed cluster-wide (ClusterRole), in the order the startup checks try them.

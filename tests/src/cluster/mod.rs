@@ -54,6 +54,17 @@ impl Cluster {
     /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
     /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
     pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
+        Cluster::start_with(namespaces, true).await
+    }
+
+    /// Like [`Cluster::start`], but the namespaces are as they are before the ODH workflow
+    /// (the install guide's step 4): not in the mesh, no gateway named, their runtime without
+    /// `enable-route`; ModelMesh's Service (the stand-in) is there.
+    pub async fn start_before_odh(namespaces: &[(&str, &[&str])]) -> Cluster {
+        Cluster::start_with(namespaces, false).await
+    }
+
+    async fn start_with(namespaces: &[(&str, &[&str])], in_mesh: bool) -> Cluster {
         let one_at_a_time = ONE_CLUSTER.lock().await;
         let started = Instant::now();
         let binaries = ControlPlaneBinaries::require();
@@ -94,7 +105,15 @@ impl Cluster {
             let standin = StandIn::start_local(StandInConfig::only(namespace, models))
                 .await
                 .expect("stand-in");
-            admin.apply(&mesh_namespace_yaml(namespace, &standin));
+            admin.apply(&if in_mesh {
+                mesh_namespace_yaml(namespace, &standin)
+            } else {
+                format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\n{}---\n{}",
+                    serving_runtime_yaml(namespace, false),
+                    modelmesh_service_yaml(namespace, &standin)
+                )
+            });
             standins.insert(namespace.to_string(), standin);
         }
 
@@ -305,13 +324,26 @@ metadata:
     maistra.io/gateway-namespace: {GATEWAY_NAMESPACE}
     maistra.io/gateway-name: {GATEWAY_NAME}
 ---
-apiVersion: serving.kserve.io/v1alpha1
+{runtime}---
+{service}"#,
+        runtime = serving_runtime_yaml(namespace, true),
+        service = modelmesh_service_yaml(namespace, standin),
+    )
+}
+
+/// The ServingRuntime [`RUNTIME`] of `namespace`, with or without `enable-route: "true"`.
+pub fn serving_runtime_yaml(namespace: &str, enable_route: bool) -> String {
+    let annotations = if enable_route {
+        "\n  annotations:\n    enable-route: \"true\""
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: serving.kserve.io/v1alpha1
 kind: ServingRuntime
 metadata:
   name: {RUNTIME}
-  namespace: {namespace}
-  annotations:
-    enable-route: "true"
+  namespace: {namespace}{annotations}
 spec:
   multiModel: true
   supportedModelFormats:
@@ -320,8 +352,14 @@ spec:
   containers:
   - name: mlserver
     image: seldonio/mlserver:1.3.2
----
-# ModelMesh's Service, played by the stand-in on loopback (Endpoints reject loopback
+"#
+    )
+}
+
+/// ModelMesh's `modelmesh-serving` Service of `namespace`, played by the stand-in.
+pub fn modelmesh_service_yaml(namespace: &str, standin: &StandIn) -> String {
+    format!(
+        r#"# ModelMesh's Service, played by the stand-in on loopback (Endpoints reject loopback
 # addresses; a STATIC ServiceEntry does not).
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

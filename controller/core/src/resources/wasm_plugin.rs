@@ -31,6 +31,9 @@ pub struct WasmPluginSpec {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A Secret in the WasmPlugin's namespace with the registry credentials for `oci://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,7 @@ impl WasmPlugin {
                 }),
                 url: settings.url.clone(),
                 sha256: settings.sha256.clone(),
+                image_pull_secret: settings.image_pull_secret.clone(),
                 // Before routing: the rewritten request is routed as the member.
                 phase: Some("AUTHN".to_string()),
                 fail_strategy: Some(settings.fail_strategy.as_istio().to_string()),
@@ -97,5 +101,29 @@ impl WasmPlugin {
         plugin.metadata.namespace = Some(namespace.to_string());
         plugin.metadata.labels = Some(super::managed_labels());
         plugin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_pull_secret_is_set_only_when_given() {
+        let config = FilterConfig::default();
+        let plain = WasmPlugin::for_gateway("istio-system", &config, &Settings::default());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json["spec"].get("imagePullSecret").is_none(), "{json}");
+
+        let settings = Settings {
+            image_pull_secret: Some("registry-pull".to_string()),
+            ..Settings::default()
+        };
+        let plugin = WasmPlugin::for_gateway("istio-system", &config, &settings);
+        let json = serde_json::to_value(&plugin).unwrap();
+        assert_eq!(json["spec"]["imagePullSecret"], "registry-pull");
+        // Read back from the cluster as written.
+        let back: WasmPlugin = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plugin);
     }
 }
