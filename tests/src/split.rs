@@ -260,6 +260,18 @@ pub const BUDGET: &[Assertion] = {
             &[50, 50],
             Exactly(2000),
         ),
+        a(
+            "cluster_install.rs",
+            "guide: REST 80/20",
+            &[80, 20],
+            Exactly(2000),
+        ),
+        a(
+            "cluster_install.rs",
+            "guide: REST 50/50",
+            &[50, 50],
+            Exactly(2000),
+        ),
     ]
 };
 
@@ -275,6 +287,7 @@ pub const CALL_SITES: &[(&str, usize)] = &[
     ("local_live_edits.rs", 1),
     ("grpc_model_name.rs", 1),
     ("cluster_gateway.rs", 1),
+    ("cluster_install.rs", 1),
 ];
 
 /// Exact tail probabilities of Pearson's statistic for two or three cells, for the

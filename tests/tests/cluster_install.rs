@@ -161,7 +161,7 @@ async fn assert_split_at_gateway(cluster: &Cluster, one: u64, two: u64) {
             IN_FORCE,
         )
         .await;
-    let tally = cluster.rest_tally(NS, "ai-model", 1000).await;
+    let tally = cluster.rest_tally(NS, "ai-model", 2000).await;
     assert_eq!(tally.problem_count, 0, "{:?}", tally.problems);
     let check = check_split(
         &tally.by_member,
