@@ -97,13 +97,10 @@ pub fn member_seed(namespace: &str, group: &str, member: &str) -> u64 {
 /// Part of the sticky contract: changing it re-shuffles every sticky key.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = (bytes.len() as u64).wrapping_mul(GOLDEN) ^ 0x243F_6A88_85A3_08D3;
-    let mut blocks = bytes.chunks_exact(8);
-    for block in &mut blocks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(block);
-        h = fmix64(h ^ u64::from_le_bytes(word)).wrapping_add(GOLDEN);
+    let (blocks, tail) = bytes.as_chunks::<8>();
+    for block in blocks {
+        h = fmix64(h ^ u64::from_le_bytes(*block)).wrapping_add(GOLDEN);
     }
-    let tail = blocks.remainder();
     if !tail.is_empty() {
         let mut word = [0u8; 8];
         for (w, t) in word.iter_mut().zip(tail) {

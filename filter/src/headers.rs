@@ -57,7 +57,7 @@ impl HeaderBlock {
         let table = self.bytes.get(4..table_end)?;
         let mut data = table_end;
         // Checked up front, so that iteration needs no error path.
-        for entry in table.chunks_exact(8) {
+        for entry in table.as_chunks::<8>().0 {
             let name = usize::try_from(read_u32(entry, 0)?).ok()?;
             let value = usize::try_from(read_u32(entry, 4)?).ok()?;
             data = data.checked_add(name)?.checked_add(value)?.checked_add(2)?;
@@ -67,7 +67,7 @@ impl HeaderBlock {
         }
         let bytes = &self.bytes;
         let mut at = table_end;
-        Some(table.chunks_exact(8).filter_map(move |entry| {
+        Some(table.as_chunks::<8>().0.iter().filter_map(move |entry| {
             let name = usize::try_from(read_u32(entry, 0)?).ok()?;
             let value = usize::try_from(read_u32(entry, 4)?).ok()?;
             let name_at = at;
