@@ -4,7 +4,7 @@
 //! writes the FIGURE lines into BENCHMARKS.md.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use modelsplit_e2e::cluster::{group_weights, isvc_yaml, Cluster};
 
@@ -31,17 +31,28 @@ fn member(group: usize, n: usize) -> String {
     format!("g{group}-m{n}")
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
+/// A `/proc/<pid>/status` memory field (`VmHWM`, `VmRSS`) in MiB.
+fn memory_mib(pid: Option<u32>, field: &str) -> f64 {
+    let kib: u64 = pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    kib as f64 / 1024.0
 }
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+const PUBLISHED_AT: &str = "modelsplit_filter_config_published_timestamp_seconds";
 
 /// Annotates group `g` of `namespace` to `one`/`100 - one`, as a person does (two edits).
 fn edit(cluster: &Cluster, namespace: &str, g: usize, one: u64) {
@@ -104,8 +115,12 @@ async fn scale() {
 
     // Start -> every group routed at the gateway, with 20 edits made during the start-up burst.
     let started = Instant::now();
+    let started_unix = unix_now();
     let mut controller = cluster.controller("replica-a", &[]);
     controller.wait_ready().await;
+    let listed = started.elapsed();
+    let pid = controller.process().pid();
+    let rss_listed = memory_mib(pid, "VmRSS:");
     let mut pending: Vec<(String, usize, u64, Instant)> = Vec::new();
     for i in 0..EDITS {
         let namespace = &namespaces[i % namespaces.len()];
@@ -116,6 +131,7 @@ async fn scale() {
     }
     let mut during_start = Vec::new();
     let mut all_routed = None;
+    let mut first_published = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while all_routed.is_none() || !pending.is_empty() {
         assert!(Instant::now() < deadline, "not routed within 10 min");
@@ -130,6 +146,12 @@ async fn scale() {
             }
             !found
         });
+        if first_published.is_none() {
+            let at = controller.metric(PUBLISHED_AT).await;
+            if at > 0.0 {
+                first_published = Some(at - started_unix);
+            }
+        }
         if all_routed.is_none() {
             let count: usize = configs
                 .iter()
@@ -142,15 +164,18 @@ async fn scale() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_routed = all_routed.unwrap_or_default();
+    let rss_routed = memory_mib(pid, "VmRSS:");
 
     // Idle: one edit at a time, each waited for at the gateway.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut idle = Vec::new();
+    let mut idle_ours = Vec::new();
     for i in 0..EDITS {
         let namespace = &namespaces[(i + 1) % namespaces.len()];
         let g = groups_per_ns - 1 - i / namespaces.len() % groups_per_ns;
         let one = 30 + (i as u64 % 5) * 10;
         let at = Instant::now();
+        let at_unix = unix_now();
         edit(&cluster, namespace, g, one);
         let weights: Vec<(String, u64)> = wanted(g, one).into_iter().collect();
         let refs: Vec<(&str, u64)> = weights.iter().map(|(m, w)| (m.as_str(), *w)).collect();
@@ -163,6 +188,9 @@ async fn scale() {
             )
             .await;
         idle.push(at.elapsed());
+        // The last filter-config write is this edit's (edits are one at a time).
+        let published = controller.metric(PUBLISHED_AT).await - at_unix;
+        idle_ours.push(Duration::from_secs_f64(published.max(0.0)));
     }
 
     let created_events = controller
@@ -174,7 +202,17 @@ async fn scale() {
         + controller
             .metric("modelsplit_reconciles_total{result=\"error\"}")
             .await;
-    let rss = controller.process().pid().map(peak_rss_kib).unwrap_or(0);
+    // Where a pass's time goes: the controller's line for each pass that changed a filter config.
+    for line in controller
+        .log()
+        .lines()
+        .filter(|l| l.contains("published"))
+        .take(5)
+    {
+        eprintln!("pass: {line}");
+    }
+    let peak = memory_mib(pid, "VmHWM:");
+    let rss_end = memory_mib(pid, "VmRSS:");
     eprintln!(
         "FIGURE n={n} groups={groups} namespaces={}",
         namespaces.len()
@@ -184,6 +222,11 @@ async fn scale() {
         all_routed.as_secs_f64()
     );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "FIGURE of which ours: start -> watches listed {:.1}s, -> first filter config written {:.1}s",
+        listed.as_secs_f64(),
+        first_published.unwrap_or_default()
+    );
     eprintln!(
         "FIGURE annotation -> in force, during start-up (n={}): p50 {:.0} ms, p99 {:.0} ms",
         during_start.len(),
@@ -197,11 +240,15 @@ async fn scale() {
         ms(percentile(&mut idle, 0.99))
     );
     eprintln!(
+        "FIGURE of which ours (annotation -> filter config written at the API server), idle: p50 {:.0} ms, p99 {:.0} ms",
+        ms(percentile(&mut idle_ours, 0.5)),
+        ms(percentile(&mut idle_ours, 0.99))
+    );
+    eprintln!(
         "FIGURE Events created {created_events}, passes {passes}, Events per pass {:.1}",
         created_events / passes.max(1.0)
     );
     eprintln!(
-        "FIGURE controller peak RSS (VmHWM): {:.1} MiB",
-        rss as f64 / 1024.0
+        "FIGURE controller peak RSS (VmHWM): {peak:.1} MiB; RSS when listed {rss_listed:.1}, when routed {rss_routed:.1}, at the end {rss_end:.1} MiB"
     );
 }

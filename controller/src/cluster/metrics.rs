@@ -1,7 +1,7 @@
 //! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,35 @@ impl EventResult {
     }
 }
 
+/// A stage of a reconcile pass: the `stage` label of `modelsplit_reconcile_stage_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassStage {
+    /// Planning from the watched objects (no I/O).
+    Plan,
+    /// Writing VirtualServices (stage 1).
+    Routes,
+    /// Writing WasmPlugins (stage 2).
+    FilterConfigs,
+    /// Deleting what is no longer wanted (stage 3).
+    Prune,
+}
+
+impl PassStage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PassStage::Plan => "plan",
+            PassStage::Routes => "routes",
+            PassStage::FilterConfigs => "filter_configs",
+            PassStage::Prune => "prune",
+        }
+    }
+}
+
+/// 1 ms .. ~16 s
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
 /// A group state as a label value (the state's word; the type lives in the core crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct StateLabel(StateKind);
@@ -97,6 +126,7 @@ label_values! {
     EventResult => EventResult::as_str,
     ErrorKind => ErrorKind::metric_label,
     StateLabel => StateLabel::as_str,
+    PassStage => PassStage::as_str,
     ManagedKind => ManagedKind::kind,
     Outcome => Outcome::as_str,
 }
@@ -122,6 +152,11 @@ struct GroupLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StageLabels {
+    stage: PassStage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct WriteLabels {
     kind: ManagedKind,
     action: Outcome,
@@ -137,6 +172,8 @@ pub struct Metrics {
     groups: Family<GroupLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     apply_seconds: Histogram,
+    stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
+    published_at: Gauge<f64, AtomicU64>,
     leader: Gauge,
     ready: Arc<AtomicBool>,
 }
@@ -181,6 +218,19 @@ impl Metrics {
             "Latency of one server-side apply or delete, retries included",
             apply_seconds.clone(),
         );
+        let stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(stage_histogram);
+        registry.register(
+            "reconcile_stage_seconds",
+            "Time a reconcile pass spent per stage (plan, routes, filter_configs, prune)",
+            stage_seconds.clone(),
+        );
+        let published_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "filter_config_published_timestamp_seconds",
+            "When a changed filter config (WasmPlugin) was last written, in seconds since the Unix epoch",
+            published_at.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -195,6 +245,8 @@ impl Metrics {
             groups,
             writes,
             apply_seconds,
+            stage_seconds,
+            published_at,
             leader,
             ready: Arc::new(AtomicBool::new(false)),
         }
@@ -222,6 +274,20 @@ impl Metrics {
 
     pub fn observe_apply(&self, took: Duration) {
         self.apply_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn observe_stage(&self, stage: PassStage, took: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A changed filter config was written just now.
+    pub fn published_filter_config(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.published_at.set(now.as_secs_f64());
     }
 
     /// Replaces the per-state group counts (states that vanished drop to 0).
@@ -362,8 +428,17 @@ mod tests {
             (StateKind::Ignored, 2),
         ]);
         metrics.set_leader(true);
+        metrics.observe_stage(PassStage::Plan, Duration::from_millis(3));
+        metrics.observe_stage(PassStage::Routes, Duration::from_millis(40));
+        metrics.published_filter_config();
 
         let text = metrics.render();
+        let published: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("modelsplit_filter_config_published_timestamp_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("the published-at gauge");
+        assert!(published > 1.7e9, "seconds since the epoch: {published}");
         let mut expected = vec![
             "modelsplit_reconciles_total{result=\"ok\"} 2".to_string(),
             "modelsplit_reconciles_total{result=\"error\"} 1".to_string(),
@@ -379,6 +454,11 @@ mod tests {
             "# TYPE modelsplit_reconciles counter".to_string(),
             "# HELP modelsplit_reconciles Reconciles run, by result (ok, error).".to_string(),
             "# TYPE modelsplit_groups gauge".to_string(),
+            "modelsplit_reconcile_stage_seconds_count{stage=\"plan\"} 1".to_string(),
+            "modelsplit_reconcile_stage_seconds_count{stage=\"routes\"} 1".to_string(),
+            "modelsplit_reconcile_stage_seconds_bucket{le=\"0.004\",stage=\"plan\"} 1".to_string(),
+            "modelsplit_reconcile_stage_seconds_bucket{le=\"0.032\",stage=\"routes\"} 0"
+                .to_string(),
         ];
         expected.extend(
             errors
@@ -392,8 +472,9 @@ mod tests {
             );
         }
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        // 2 results, 14 error kinds, 4 writes, 4 states, leader, the histogram's
-        // 12 buckets + inf + sum + count.
-        assert_eq!(samples, 2 + 14 + 4 + 4 + 1 + 15, "{text}");
+        // 2 results, 14 error kinds, 4 writes, 4 states, leader, the apply histogram's
+        // 12 buckets + inf + sum + count, two stages' 15 buckets + inf + sum + count, and
+        // the published-at gauge.
+        assert_eq!(samples, 2 + 14 + 4 + 4 + 1 + 15 + 2 * 18 + 1, "{text}");
     }
 }

@@ -15,7 +15,7 @@ use super::error::{ClusterError, ErrorKind};
 use super::events::{EventMemory, Subject};
 use super::kinds::ManagedKind;
 use super::lease::Leadership;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, PassStage};
 use super::recorder::{self, EventQueue, Limits};
 use super::retry::Backoff;
 use super::snapshot::Snapshot;
@@ -136,6 +136,7 @@ impl Reconciler {
         snapshot: &Snapshot,
     ) -> Result<ReconcileOutcome, ClusterError> {
         let instance = self.publishing.instance.clone();
+        let mut clock = StageClock::start();
         let (observed, decode_errors) = snapshot.observed();
         for error in &decode_errors {
             tracing::warn!(object = %error.object, error = %error.message, "skipping an object that cannot be read");
@@ -151,6 +152,7 @@ impl Reconciler {
         self.count_groups(&plan);
         let served: Vec<_> = previous.values().cloned().collect();
         self.memory.seed_once(&plan.groups, &served);
+        let planned = clock.lap(&self.metrics, PassStage::Plan);
 
         let writer = Writer {
             client: &self.client,
@@ -213,6 +215,7 @@ impl Reconciler {
             }
         }
         writes.extend(route_results);
+        let routes_took = clock.lap(&self.metrics, PassStage::Routes);
         self.stop_if_not_leading(&writes)?;
 
         // Stage 2: filter configs, moving only groups whose routes are in place.
@@ -241,7 +244,25 @@ impl Reconciler {
                 plugin_objects.push(object);
             }
         }
-        writes.extend(writer.apply_all(&plugin_objects, &snapshot.managed).await);
+        let plugin_results = writer.apply_all(&plugin_objects, &snapshot.managed).await;
+        let configs_took = clock.lap(&self.metrics, PassStage::FilterConfigs);
+        let changed_configs = plugin_results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Outcome::Created | Outcome::Updated)))
+            .count();
+        if changed_configs > 0 {
+            self.metrics.published_filter_config();
+            // When an edit reached the API, and how much of that was ours (the rest is istiod
+            // and the gateway): one line per pass that changed a filter config.
+            tracing::info!(
+                filter_configs = changed_configs,
+                plan_ms = planned.as_millis() as u64,
+                routes_ms = routes_took.as_millis() as u64,
+                filter_configs_ms = configs_took.as_millis() as u64,
+                "published"
+            );
+        }
+        writes.extend(plugin_results);
         self.stop_if_not_leading(&writes)?;
 
         // Stage 3: prune — only when everything above succeeded, only this instance's
@@ -263,6 +284,7 @@ impl Reconciler {
                 .cloned()
                 .collect();
             writes.extend(writer.prune_all(&prune, &snapshot.managed).await);
+            clock.lap(&self.metrics, PassStage::Prune);
             self.stop_if_not_leading(&writes)?;
         }
 
@@ -389,4 +411,26 @@ fn held_back_notices(
             })
         })
         .collect()
+}
+
+/// Times the stages of one pass into `modelsplit_reconcile_stage_seconds`.
+struct StageClock {
+    since: std::time::Instant,
+}
+
+impl StageClock {
+    fn start() -> Self {
+        StageClock {
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// The time since the previous lap (or the start), recorded as `stage`.
+    fn lap(&mut self, metrics: &Metrics, stage: PassStage) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let took = now - self.since;
+        self.since = now;
+        metrics.observe_stage(stage, took);
+        took
+    }
 }
