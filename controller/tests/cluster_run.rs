@@ -328,11 +328,25 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
 
     let (status, _) = http_get(metrics, "/healthz").expect("/healthz");
     assert_eq!(status, 200);
-    // The module it publishes, at the path it publishes; another digest is not there.
+    // The module it publishes, at the path it publishes; another digest is not here (503:
+    // another replica may have it), anything else is not found.
     let (status, body) = http_get(metrics, &format!("/filter/{sha256}.wasm")).expect("module");
     assert_eq!((status, body.as_bytes()), (200, MODULE));
     let other = format!("/filter/{}.wasm", "0".repeat(64));
     let (status, _) = http_get(metrics, &other).expect("another module");
+    assert_eq!(status, 503);
+    // ... and it closes the connection, so a retry may reach another replica.
+    let mut stream = TcpStream::connect(metrics).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {other} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("the server closes a kept-alive connection after a 503");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let (status, _) = http_get(metrics, "/filter/plugin.wasm").expect("a name");
     assert_eq!(status, 404);
     let mut text = String::new();
     eventually("the first reconcile in /metrics", &mut child, || {

@@ -1,7 +1,12 @@
 //! `GET /filter/<sha256>.wasm`: the filter module, served by every replica (leader or not)
 //! on the metrics server, so the WasmPlugin's default `url` is this controller's Service.
-//! Only the module's own digest is served: a gateway that asks for another (a module of an
-//! earlier version, after an upgrade) gets 404 rather than a module its `sha256` refuses.
+//! Only the module's own digest is served, never another module under its name.
+//!
+//! Another well-formed digest is answered 503 with `Connection: close`, not 404: during a
+//! rolling update old and new replicas are behind the Service at once, and the gateway's
+//! istio-agent retries a 5xx (on a new connection, which the Service may send to a replica
+//! that has the module) but gives up at once on a 4xx, and then runs the gateway without the
+//! filter (FAIL_OPEN) until the next push. Anything else under /filter/ is 404.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -22,17 +27,31 @@ pub fn router(module: FilterModule) -> Router {
 }
 
 async fn serve(State(module): State<FilterModule>, Path(file): Path<String>) -> Response {
-    let wanted = file.strip_suffix(".wasm");
-    if wanted != Some(module.sha256()) {
-        return (
-            StatusCode::NOT_FOUND,
-            format!(
-                "this controller serves the filter module {} only: {file} is another version \
-                 (the WasmPlugin's url and sha256 name the module of the controller that wrote it)\n",
-                module.served_path()
-            ),
-        )
-            .into_response();
+    let wanted = file.strip_suffix(".wasm").filter(|sha| is_sha256_hex(sha));
+    match wanted {
+        Some(sha) if sha == module.sha256() => {}
+        Some(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONNECTION, "close"), (header::RETRY_AFTER, "1")],
+                format!(
+                    "this replica serves the filter module {} only; {file} may be on another \
+                     replica (a rolling update) — or on none, if no controller of that version runs\n",
+                    module.served_path()
+                ),
+            )
+                .into_response();
+        }
+        None => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such filter module: this controller serves {}\n",
+                    module.served_path()
+                ),
+            )
+                .into_response();
+        }
     }
     (
         [
@@ -43,6 +62,11 @@ async fn serve(State(module): State<FilterModule>, Path(file): Path<String>) -> 
         axum::body::Bytes::from_owner(module.bytes().clone()),
     )
         .into_response()
+}
+
+/// 64 lowercase hex digits, as [`FilterModule::sha256`] writes them.
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -87,23 +111,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn another_digest_or_name_is_not_found() {
+    async fn another_digest_is_unavailable_here_and_anything_else_not_found() {
         let module = module();
+        // A replica of another version may have it: retryable, on a new connection.
         let other = format!("/filter/{}.wasm", "0".repeat(64));
+        let reply = router(module.clone())
+            .oneshot(Request::get(&other).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.headers()[header::CONNECTION], "close");
+        let text = reply.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&text).contains(&module.served_path()),
+            "it says which module this replica has"
+        );
+
+        let upper = format!("/filter/{}.wasm", module.sha256().to_uppercase());
         let without_suffix = format!("/filter/{}", module.sha256());
         for path in [
-            other.as_str(),
+            upper.as_str(),
             without_suffix.as_str(),
             "/filter/plugin.wasm",
             "/filter/",
+            "/filter",
         ] {
             let (status, _, body) = get_path(router(module.clone()), path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
-            if path.len() > PATH_PREFIX.len() {
-                // It says which module this replica has.
-                let text = String::from_utf8(body).unwrap();
-                assert!(text.contains(&module.served_path()), "{path}: {text}");
-            }
+            assert!(
+                !body.starts_with(b"\0asm"),
+                "{path}: no module under another name"
+            );
         }
     }
 }
