@@ -136,27 +136,7 @@ async fn wait_gateway_runs(cluster: &Cluster, url: &str, sha: &str) {
 /// Every call to the group is answered by one of its members: the filter runs (without
 /// it the group's name has no route and the gateway answers 404).
 async fn assert_filter_routes(cluster: &Cluster) {
-    // Until the module is fetched and started on each worker, calls may miss it (FAIL_OPEN).
-    let deadline = std::time::Instant::now() + IN_FORCE;
-    loop {
-        let probe = cluster.rest_tally(NS, "ai-model", 20).await;
-        if probe.problem_count == 0 {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "the gateway never routed ai-model with the served module: {:?}\n\
-                 fetches through the Service: {}\ngateway stats:\n{}",
-                probe.problems,
-                cluster.filter_service.connections(),
-                cluster
-                    .gateway
-                    .admin("/stats?filter=wasm|extension_config|remote|cluster\\._\\.")
-                    .await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster.wait_routed(NS, "ai-model", IN_FORCE).await;
     let tally = cluster.rest_tally(NS, "ai-model", 400).await;
     assert_eq!(tally.problem_count, 0, "{:?}", tally.problems);
     // 80/20 over 400 calls: a member with none is a 0.8^400 chance, i.e. never.

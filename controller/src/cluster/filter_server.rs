@@ -28,9 +28,13 @@ pub fn router(module: FilterModule) -> Router {
 
 async fn serve(State(module): State<FilterModule>, Path(file): Path<String>) -> Response {
     let wanted = file.strip_suffix(".wasm").filter(|sha| is_sha256_hex(sha));
+    // A fetch is rare (a gateway pod starting, a new module): each one is worth a line.
     match wanted {
-        Some(sha) if sha == module.sha256() => {}
+        Some(sha) if sha == module.sha256() => {
+            tracing::info!(path = %module.served_path(), "serving the filter module");
+        }
         Some(_) => {
+            tracing::info!(%file, "asked for another filter module: 503");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONNECTION, "close"), (header::RETRY_AFTER, "1")],

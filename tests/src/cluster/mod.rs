@@ -162,6 +162,32 @@ impl Cluster {
         self.wait_gateway_listening().await;
     }
 
+    /// Waits until calls to `group` are all answered by its members: with a module fetched
+    /// over `http://` the filter may start on the gateway's workers after its configuration
+    /// shows in `config_dump`, and calls meanwhile pass it by (FAIL_OPEN). On a timeout, says
+    /// what the gateway's Wasm and module fetches show.
+    pub async fn wait_routed(&self, namespace: &str, group: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let probe = self.rest_tally(namespace, group, 20).await;
+            if probe.problem_count == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the gateway did not route {namespace}/{group} within {timeout:?}: {:?}\n\
+                     connections to the controller's Service: {}\ngateway stats:\n{}",
+                    probe.problems,
+                    self.filter_service.connections(),
+                    self.gateway
+                        .admin("/stats?filter=wasm|extension_config|cluster\\._\\.upstream_rq")
+                        .await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Keeps the working directory (logs) after the test, e.g. to read it after a failure.
     pub fn keep_dir(&mut self) {
         if let Some(dir) = self._tempdir.take() {
