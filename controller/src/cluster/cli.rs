@@ -199,7 +199,7 @@ pub fn main(args: RunFlags, planner: Settings, served: Option<FilterModule>) -> 
         if planner.url == DEFAULT_PLUGIN_URL {
             tracing::warn!(
                 url = DEFAULT_PLUGIN_URL,
-                "--url is the placeholder default, an image nobody publishes: the gateway cannot fetch the filter until --url names the image you pushed (controller/deploy/README.md)"
+                "--url is render's placeholder, an image nobody publishes: the gateway cannot fetch the filter. Drop --url to publish the module this controller serves, or name the image you pushed (controller/deploy/README.md)"
             );
         }
         if let Some(module) = &served {

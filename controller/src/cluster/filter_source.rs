@@ -17,6 +17,24 @@ pub struct ServiceAddress {
 }
 
 impl ServiceAddress {
+    /// Checks that the URL made of it names a Service: DNS labels, a domain of them.
+    pub fn validate(&self) -> Result<(), FilterSourceError> {
+        let bad = |what: &'static str, value: &str| FilterSourceError::BadService {
+            what,
+            value: value.to_string(),
+        };
+        if !is_dns_label(&self.name) {
+            return Err(bad("--filter-service", &self.name));
+        }
+        if !is_dns_label(&self.namespace) {
+            return Err(bad("--filter-service-namespace", &self.namespace));
+        }
+        if !self.domain.split('.').all(is_dns_label) {
+            return Err(bad("--cluster-domain", &self.domain));
+        }
+        Ok(())
+    }
+
     /// `http://<name>.<namespace>.svc.<domain>:<port>/filter/<sha256>.wasm`.
     pub fn url_of(&self, module: &FilterModule) -> String {
         format!(
@@ -35,6 +53,8 @@ impl ServiceAddress {
 pub enum FilterSourceError {
     #[error(transparent)]
     Module(#[from] FilterModuleError),
+    #[error("{what} {value:?} is not a DNS name (lowercase letters, digits and '-'), so the module's URL would not resolve")]
+    BadService { what: &'static str, value: String },
     #[error(
         "--sha256 is given without --url: it pins a module published elsewhere, while the \
          module this controller serves is pinned by its own digest. Drop --sha256, or add the \
@@ -69,6 +89,7 @@ pub fn choose(
         }),
         None if sha256.is_some() => Err(FilterSourceError::Sha256WithoutUrl),
         None => {
+            service.validate()?;
             let module = FilterModule::load(filter_file.unwrap_or(Path::new(DEFAULT_FILTER_FILE)))?;
             Ok(FilterSource {
                 url: service.url_of(&module),
@@ -77,6 +98,17 @@ pub fn choose(
             })
         }
     }
+}
+
+/// An RFC 1123 label, as Service and namespace names are.
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
 }
 
 #[cfg(test)]
@@ -174,6 +206,38 @@ mod tests {
             &service()
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_service_that_is_not_a_dns_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = module_file(dir.path());
+        for (service, flag) in [
+            (
+                ServiceAddress {
+                    name: "Metrics".into(),
+                    ..service()
+                },
+                "--filter-service",
+            ),
+            (
+                ServiceAddress {
+                    namespace: "a/b".into(),
+                    ..service()
+                },
+                "--filter-service-namespace",
+            ),
+            (
+                ServiceAddress {
+                    domain: "cluster..local".into(),
+                    ..service()
+                },
+                "--cluster-domain",
+            ),
+        ] {
+            let error = choose(None, None, Some(&path), &service).unwrap_err();
+            assert!(error.to_string().starts_with(flag), "{error}");
+        }
     }
 
     #[test]
