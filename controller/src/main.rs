@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use modelsplit_controller::cluster::cli::RunFlags;
+use modelsplit_controller::cluster::filter_module::FilterModule;
 use modelsplit_controller::local::{self, admin::Admin, envoy_files::Upstream, state::Upstreams};
 use modelsplit_controller::render;
 use modelsplit_core::settings::{self, FailStrategy, GatewayRef, Settings};
@@ -89,7 +91,7 @@ fn parse_default_upstream(text: &str) -> Result<Upstream, String> {
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
-    run: modelsplit_controller::cluster::cli::RunFlags,
+    run: RunFlags,
     #[command(flatten)]
     settings: SettingsArgs,
 }
@@ -121,12 +123,14 @@ struct SettingsArgs {
     /// Label of the gateway pods the WasmPlugin applies to; repeatable [default: istio=ingressgateway].
     #[arg(long = "selector", value_name = "LABEL=VALUE", value_parser = settings::parse_selector)]
     selector: Vec<(String, String)>,
-    /// Where Istio fetches the filter module (oci://, https:// or file://). The default is a
-    /// placeholder nobody publishes: set the image you pushed.
-    #[arg(long, default_value = settings::DEFAULT_PLUGIN_URL)]
-    url: String,
-    /// SHA-256 checked by Istio: for an oci:// URL the image's digest (without "sha256:"),
-    /// for https:// and file:// the module file's own.
+    /// Where Istio fetches the filter module (oci://, https:// or file://) [default: `run`:
+    /// the module it serves itself (--filter-file) at its Service; `render` and `local`:
+    /// oci://ghcr.io/modelsplit/modelsplit-filter:0.1.0, a placeholder nobody publishes].
+    #[arg(long)]
+    url: Option<String>,
+    /// SHA-256 checked by Istio, with --url: for an oci:// URL the image's digest (without
+    /// "sha256:"), for https:// and file:// the module file's own [default: `run` without
+    /// --url: the served module's].
     #[arg(long)]
     sha256: Option<String>,
     /// Secret (in each WasmPlugin's namespace) with the credentials Istio uses to pull an
@@ -142,7 +146,24 @@ struct SettingsArgs {
 }
 
 impl SettingsArgs {
+    /// The settings with `--url`'s default for `render` and `local` (the placeholder).
     fn into_settings(self) -> Result<Settings> {
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| settings::DEFAULT_PLUGIN_URL.to_string());
+        let sha256 = self.sha256.clone();
+        self.into_settings_with(url, sha256)
+    }
+
+    /// The settings of `run`: by default the module it serves, at its Service.
+    fn into_run_settings(self, run: &RunFlags) -> Result<(Settings, Option<FilterModule>)> {
+        let source = run.filter_source(self.url.clone(), self.sha256.clone())?;
+        let settings = self.into_settings_with(source.url, source.sha256)?;
+        Ok((settings, source.served))
+    }
+
+    fn into_settings_with(self, url: String, sha256: Option<String>) -> Result<Settings> {
         let defaults = Settings::default();
         let settings = Settings {
             default_gateway: self.default_gateway,
@@ -152,8 +173,8 @@ impl SettingsArgs {
             } else {
                 self.selector.into_iter().collect::<BTreeMap<_, _>>()
             },
-            url: self.url,
-            sha256: self.sha256,
+            url,
+            sha256,
             image_pull_secret: self.image_pull_secret,
             fail_strategy: self.fail_strategy,
             require_enable_route: !self.no_require_enable_route,
@@ -168,9 +189,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => run_render(args),
         Command::Local(args) => run_local(args),
-        Command::Run(args) => match args.settings.into_settings() {
-            Ok(settings) => {
-                let code = modelsplit_controller::cluster::cli::main(args.run, settings);
+        Command::Run(args) => match args.settings.into_run_settings(&args.run) {
+            Ok((settings, served)) => {
+                let code = modelsplit_controller::cluster::cli::main(args.run, settings, served);
                 return ExitCode::from(u8::try_from(code).unwrap_or(1));
             }
             Err(error) => Err(error),

@@ -338,3 +338,62 @@ fn the_deployment_args_are_accepted_by_modelsplit_run() {
         .unwrap();
     assert!(!bad.status.success(), "the check above can fail");
 }
+
+/// The URL `modelsplit run` publishes by default names this Service, in the pods' namespace
+/// (POD_NAMESPACE from the Downward API), on a port that reaches the metrics server where
+/// every replica serves the filter module.
+#[test]
+fn the_published_filter_url_reaches_the_replicas_through_the_service() {
+    use modelsplit_controller::cluster::cli::{DEFAULT_FILTER_SERVICE, DEFAULT_NAMESPACE};
+    let objects = listed_objects();
+    let service = find(&objects, "Service");
+    assert_eq!(service["metadata"]["name"], DEFAULT_FILTER_SERVICE);
+    assert_eq!(service["metadata"]["namespace"], DEFAULT_NAMESPACE);
+    let port = &service["spec"]["ports"][0];
+    // --filter-service-port's default.
+    assert_eq!(port["port"], 8080);
+
+    let deployment = find(&objects, "Deployment");
+    let template = &deployment["spec"]["template"];
+    for (label, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&template["metadata"]["labels"][label], value, "{label}");
+    }
+    let container = &template["spec"]["containers"][0];
+    let target = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port["targetPort"])
+        .unwrap_or_else(|| panic!("no container port named {}", port["targetPort"]));
+    let metrics_addr = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|a| a.strip_prefix("--metrics-addr="))
+        .expect("--metrics-addr");
+    assert_eq!(
+        metrics_addr.rsplit_once(':').map(|(_, p)| p),
+        Some(target["containerPort"].to_string().as_str())
+    );
+
+    let pod_namespace = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAMESPACE")
+        .expect("POD_NAMESPACE");
+    assert_eq!(
+        pod_namespace["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    // No --url in the shipped args: the served module is the default.
+    assert!(
+        !container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("--url"))),
+        "{container}"
+    );
+}

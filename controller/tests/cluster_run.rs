@@ -19,11 +19,37 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// The filter module the binary serves in these tests: a wasm header is all it checks.
+const MODULE: &[u8] = b"\0asm\x01\0\0\0 modelsplit test module";
+
+fn module_sha256() -> String {
+    modelsplit_controller::cluster::filter_module::sha256_hex(MODULE)
+}
+
+/// `modelsplit run` serving [`MODULE`].
 fn modelsplit_run(fake: &FakeApi, dir: &std::path::Path, metrics: SocketAddr) -> Command {
+    let module = dir.join("plugin.wasm");
+    std::fs::write(&module, MODULE).unwrap();
+    modelsplit_run_with(
+        fake,
+        dir,
+        metrics,
+        &format!("--filter-file={}", module.display()),
+    )
+}
+
+/// `modelsplit run` with `module`: the flag that says which filter module it publishes.
+fn modelsplit_run_with(
+    fake: &FakeApi,
+    dir: &std::path::Path,
+    metrics: SocketAddr,
+    module: &str,
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_modelsplit"));
     command
         .args(["run", "--debounce-ms", "50"])
         .arg(format!("--metrics-addr={metrics}"))
+        .arg(module)
         .env("KUBECONFIG", fake.kubeconfig(dir))
         .env("POD_NAME", "pod-a")
         .env("POD_NAMESPACE", "modelsplit-system")
@@ -106,6 +132,52 @@ async fn a_missing_crd_exits_3_with_the_fix() {
         fake.requests().iter().all(|r| r.method == "GET"),
         "{:?}",
         fake.requests()
+    );
+}
+
+/// No module and no `--url`: the gateway would be given a URL that serves nothing, so the
+/// binary stops before it talks to the API server, naming the file and the fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_filter_module_and_no_url_exits_at_start_with_the_fix() {
+    let fake = FakeApi::start(&seed_inputs()).await;
+    let dir = temp_dir("no-module");
+    let output = run_to_exit(modelsplit_run_with(
+        &fake,
+        &dir,
+        ([127, 0, 0, 1], free_port()).into(),
+        "--filter-file=/nonexistent/modelsplit/plugin.wasm",
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for needed in [
+        "cannot read the filter module /nonexistent/modelsplit/plugin.wasm",
+        "scripts/build-wasm.sh",
+        "--url",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} missing in {stderr}");
+    }
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+
+    // With --url, no module is needed.
+    let without_module = modelsplit_run_with(
+        &fake,
+        &dir,
+        ([127, 0, 0, 1], free_port()).into(),
+        "--url=https://example.com/modelsplit.wasm",
+    );
+    fake.state
+        .lock()
+        .unwrap()
+        .missing
+        .insert("wasmplugins".to_string());
+    let output = run_to_exit(without_module).await;
+    // It got as far as the API server (the CRD check), past the module.
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
@@ -209,9 +281,23 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
         })
         .collect();
     applied.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
+    // ... but for the module: by default, the one it serves, at its Service in its namespace.
+    let sha256 = module_sha256();
     let mut golden = seed_golden();
+    for object in &mut golden {
+        if object["kind"] == "WasmPlugin" {
+            object["spec"]["url"] = format!(
+                "http://modelsplit-controller-metrics.modelsplit-system.svc.cluster.local:8080/filter/{sha256}.wasm"
+            )
+            .into();
+            object["spec"]["sha256"] = sha256.clone().into();
+        }
+    }
     golden.sort_by_key(|o| o["kind"].as_str().unwrap_or("").to_string());
-    assert_eq!(applied, golden, "what run applies is what render prints");
+    assert_eq!(
+        applied, golden,
+        "what run applies is what render prints, with the served module"
+    );
     let patch_uris: Vec<String> = fake
         .requests()
         .into_iter()
@@ -242,6 +328,26 @@ async fn runs_leads_applies_reports_and_shuts_down_cleanly_on_sigterm() {
 
     let (status, _) = http_get(metrics, "/healthz").expect("/healthz");
     assert_eq!(status, 200);
+    // The module it publishes, at the path it publishes; another digest is not here (503:
+    // another replica may have it), anything else is not found.
+    let (status, body) = http_get(metrics, &format!("/filter/{sha256}.wasm")).expect("module");
+    assert_eq!((status, body.as_bytes()), (200, MODULE));
+    let other = format!("/filter/{}.wasm", "0".repeat(64));
+    let (status, _) = http_get(metrics, &other).expect("another module");
+    assert_eq!(status, 503);
+    // ... and it closes the connection, so a retry may reach another replica.
+    let mut stream = TcpStream::connect(metrics).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {other} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("the server closes a kept-alive connection after a 503");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let (status, _) = http_get(metrics, "/filter/plugin.wasm").expect("a name");
+    assert_eq!(status, 404);
     let mut text = String::new();
     eventually("the first reconcile in /metrics", &mut child, || {
         text = http_get(metrics, "/metrics")

@@ -5,8 +5,9 @@
 //!   there, so the check can fail;
 //! - the install guide's shell blocks marked `<!-- test: cluster -->` (controller/deploy/README.md,
 //!   and README.md if it has any) run as written, with kubectl pointing at this API server:
-//!   the overlay, the install, the ODH workflow, re-annotation and clean-up — and the split
-//!   they set up is in force at istiod's gateway.
+//!   the overlay, the install, the NetworkPolicy for the gateways, the ODH workflow,
+//!   re-annotation and clean-up — and the split they set up is in force at istiod's gateway,
+//!   whose filter module is the one the controller serves (the install's default).
 //!
 //! Run alone with `scripts/test-cluster.sh cluster_install`.
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use modelsplit_e2e::cluster::controller::Controller;
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
+use modelsplit_e2e::gateway::require_filter_wasm;
 use modelsplit_e2e::guide::{blocks_of, Kind, Runner};
 use modelsplit_e2e::split::check_split;
 use serde::Deserialize;
@@ -22,10 +24,11 @@ use serde_json::{json, Value};
 const NS: &str = "modelmesh-apps";
 const MODELS: &[&str] = &["ai-model-one", "ai-model-two"];
 const IN_FORCE: Duration = Duration::from_secs(60);
-/// What the guide's (unmarked) step 1 would have set: a registry and the filter's digest.
+/// What the guide's (unmarked) step 1 would have set: a registry.
 const REGISTRY: &str = "registry.example/you";
-const FILTER_DIGEST: &str =
-    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// The start of the WasmPlugin's default `url`: the module the controller serves.
+const SERVED_URL: &str =
+    "http://modelsplit-controller-metrics.modelsplit-system.svc.cluster.local:8080/filter/";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_install_is_admitted_by_restricted_and_the_install_guide_runs() {
@@ -161,6 +164,7 @@ async fn assert_split_at_gateway(cluster: &Cluster, one: u64, two: u64) {
             IN_FORCE,
         )
         .await;
+    cluster.wait_routed(NS, "ai-model", IN_FORCE).await;
     let tally = cluster.rest_tally(NS, "ai-model", 2000).await;
     assert_eq!(tally.problem_count, 0, "{:?}", tally.problems);
     let check = check_split(
@@ -177,10 +181,9 @@ async fn the_install_guide_runs(cluster: &Cluster) {
     let runner = Runner::new()
         .path_first(kubectl_dir)
         .env("KUBECONFIG", cluster.admin.kubeconfig.display().to_string())
-        .env("REGISTRY", REGISTRY)
-        .env("FILTER_DIGEST", FILTER_DIGEST);
+        .env("REGISTRY", REGISTRY);
     let blocks = blocks_of(Kind::Cluster);
-    let url = format!("--url=oci://{REGISTRY}/modelsplit-filter@{FILTER_DIGEST}");
+    let image = format!("{REGISTRY}/modelsplit-controller:0.1.0");
 
     let mut controller: Option<Controller> = None;
     let mut checked = Vec::new();
@@ -193,10 +196,8 @@ async fn the_install_guide_runs(cluster: &Cluster) {
         let text = &block.text;
         if text.contains("kubectl kustomize my-modelsplit/") {
             assert!(
-                ran.stdout
-                    .contains(&format!("image: {REGISTRY}/modelsplit-controller:0.1.0"))
-                    && ran.stdout.contains(&url),
-                "{}: the overlay does not set the image and --url:\n{}",
+                ran.stdout.contains(&format!("image: {image}")),
+                "{}: the overlay does not set the image:\n{}",
                 block.at(),
                 ran.stdout
             );
@@ -210,24 +211,57 @@ async fn the_install_guide_runs(cluster: &Cluster) {
                 "modelsplit-controller",
             ]);
             let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-            assert_eq!(
-                container["image"],
-                format!("{REGISTRY}/modelsplit-controller:0.1.0")
-            );
+            assert_eq!(container["image"], json!(image));
+            // No --url: the replicas publish the module they serve.
             assert!(
-                container["args"]
+                !container["args"]
                     .as_array()
                     .expect("args")
                     .iter()
-                    .any(|a| a == &json!(url)),
+                    .any(|a| a.as_str().is_some_and(|a| a.starts_with("--url"))),
                 "{container}"
             );
             // The Deployment would start now; there is no kubelet, so a replica runs here as a
-            // process, as its ServiceAccount.
-            let mut started = cluster.controller("guide-replica", &[]);
+            // process, as its ServiceAccount, serving the built module as the image's own.
+            let mut started =
+                cluster.controller_serving_filter("guide-replica", &require_filter_wasm(), &[]);
             started.wait_ready().await;
+            cluster
+                .filter_service
+                .set_endpoints(&[started.metrics_port]);
             controller = Some(started);
             checked.push("install");
+        }
+        if text.contains("kind: NetworkPolicy") {
+            let policy = cluster.admin.get_json(&[
+                "networkpolicy",
+                "-n",
+                "modelsplit-system",
+                "modelsplit-controller",
+            ]);
+            let deployment = cluster.admin.get_json(&[
+                "deployment",
+                "-n",
+                "modelsplit-system",
+                "modelsplit-controller",
+            ]);
+            let pod = &deployment["spec"]["template"];
+            for (label, value) in policy["spec"]["podSelector"]["matchLabels"]
+                .as_object()
+                .expect("matchLabels")
+            {
+                assert_eq!(&pod["metadata"]["labels"][label], value, "{label}");
+            }
+            // The port it opens is the one the Service and the module's URL use.
+            let port = &policy["spec"]["ingress"][0]["ports"][0]["port"];
+            let named = pod["spec"]["containers"][0]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .find(|p| &p["name"] == port)
+                .unwrap_or_else(|| panic!("no container port named {port}"));
+            assert_eq!(named["containerPort"], 8080);
+            checked.push("network policy");
         }
         if text.contains("canaryTrafficPercent=20") {
             assert_split_at_gateway(cluster, 80, 20).await;
@@ -243,6 +277,12 @@ async fn the_install_guide_runs(cluster: &Cluster) {
         }
         if text.contains("get wasmplugin modelsplit") {
             assert!(ran.stdout.contains("pluginConfig"), "{}", ran.stdout);
+            assert!(
+                ran.stdout.contains(&format!("url: {SERVED_URL}"))
+                    && ran.stdout.contains("sha256: "),
+                "{}",
+                ran.stdout
+            );
             assert!(ran.stdout.contains("GroupReady"), "{}", ran.stdout);
             checked.push("inspection");
         }
@@ -268,6 +308,7 @@ async fn the_install_guide_runs(cluster: &Cluster) {
         [
             "overlay",
             "install",
+            "network policy",
             "odh workflow",
             "inspection",
             "re-annotation",

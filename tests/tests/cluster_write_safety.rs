@@ -472,6 +472,7 @@ async fn a_leader_behind_a_slow_api_server_never_writes_after_losing_the_lease()
     let mut slow = modelsplit_e2e::cluster::controller::Controller::start(
         &slow_kubeconfig,
         "slow-leader",
+        modelsplit_e2e::cluster::controller::ModuleSource::FileUrl,
         &[],
         &cluster.dir,
     );

@@ -2,9 +2,12 @@
 //! with `render` and parsed by main.rs).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::exit_code;
+use super::filter_module::FilterModule;
+use super::filter_source::{self, FilterSource, FilterSourceError, ServiceAddress};
 use super::lease::LeaseSettings;
 use super::reconcile::Publishing;
 use super::watch::Scope;
@@ -49,14 +52,75 @@ pub struct RunFlags {
     /// Changes within this long of the first one are planned together, in one pass.
     #[arg(long, default_value_t = 500, value_name = "MILLISECONDS")]
     pub debounce_ms: u64,
+    /// The filter module this controller serves at /filter/<sha256>.wasm on --metrics-addr
+    /// and, without --url, publishes in the WasmPlugins with its sha256 [default:
+    /// /filter/plugin.wasm, where controller/Dockerfile puts the module of the same commit;
+    /// with --url, nothing is served unless this is given].
+    #[arg(long, value_name = "PATH")]
+    pub filter_file: Option<PathBuf>,
+    /// The Service in front of the replicas, in the published URL of the served module.
+    #[arg(long, default_value = DEFAULT_FILTER_SERVICE, value_name = "NAME")]
+    pub filter_service: String,
+    /// Namespace of --filter-service [default: $POD_NAMESPACE, else modelsplit-system].
+    #[arg(long, value_name = "NAMESPACE")]
+    pub filter_service_namespace: Option<String>,
+    /// The port of --filter-service that reaches --metrics-addr.
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    pub filter_service_port: u16,
+    /// The cluster's DNS domain, in the published URL of the served module.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
 }
+
+/// The Service of controller/deploy/service.yaml.
+pub const DEFAULT_FILTER_SERVICE: &str = "modelsplit-controller-metrics";
+/// The namespace of controller/deploy/.
+pub const DEFAULT_NAMESPACE: &str = "modelsplit-system";
 
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 impl RunFlags {
+    /// The controller's Service as published in the module's URL; `pod_namespace` is
+    /// `$POD_NAMESPACE` (the Deployment sets it from the Downward API).
+    pub fn service_address(&self, pod_namespace: Option<String>) -> ServiceAddress {
+        ServiceAddress {
+            name: self.filter_service.clone(),
+            namespace: self
+                .filter_service_namespace
+                .clone()
+                .or(pod_namespace)
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            port: self.filter_service_port,
+            domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// The module to publish and serve, given the planner's `--url` and `--sha256`
+    /// ([`filter_source::choose`]).
+    pub fn filter_source(
+        &self,
+        url: Option<String>,
+        sha256: Option<String>,
+    ) -> Result<FilterSource, FilterSourceError> {
+        filter_source::choose(
+            url,
+            sha256,
+            self.filter_file.as_deref(),
+            &self.service_address(env("POD_NAMESPACE")),
+        )
+    }
+
     /// Resolves defaults from the environment; `client_namespace` is the kubeconfig's.
-    pub fn settings(&self, planner: Settings, client_namespace: &str) -> RunSettings {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    pub fn settings(
+        &self,
+        planner: Settings,
+        client_namespace: &str,
+        served: Option<FilterModule>,
+    ) -> RunSettings {
         let lease_namespace = self
             .lease_namespace
             .clone()
@@ -103,14 +167,16 @@ impl RunFlags {
                 route_grace: Duration::from_secs(self.route_grace_seconds),
             },
             metrics_addr: self.metrics_addr,
+            served,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             debounce: Duration::from_millis(self.debounce_ms),
         }
     }
 }
 
-/// `modelsplit run`: returns the process exit code (0 after a clean shutdown).
-pub fn main(args: RunFlags, planner: Settings) -> i32 {
+/// `modelsplit run`: returns the process exit code (0 after a clean shutdown). `served` is
+/// the module to serve at /filter/<sha256>.wasm (from [`RunFlags::filter_source`]).
+pub fn main(args: RunFlags, planner: Settings, served: Option<FilterModule>) -> i32 {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,10 +199,19 @@ pub fn main(args: RunFlags, planner: Settings) -> i32 {
         if planner.url == DEFAULT_PLUGIN_URL {
             tracing::warn!(
                 url = DEFAULT_PLUGIN_URL,
-                "--url is the placeholder default, an image nobody publishes: the gateway cannot fetch the filter until --url names the image you pushed (controller/deploy/README.md)"
+                "--url is render's placeholder, an image nobody publishes: the gateway cannot fetch the filter. Drop --url to publish the module this controller serves, or name the image you pushed (controller/deploy/README.md)"
             );
         }
-        let settings = args.settings(planner, &config.default_namespace);
+        if let Some(module) = &served {
+            tracing::info!(
+                file = %module.path().display(),
+                sha256 = module.sha256(),
+                path = %module.served_path(),
+                "serving the filter module"
+            );
+        }
+        tracing::info!(url = %planner.url, sha256 = ?planner.sha256, "WasmPlugins name this filter module");
+        let settings = args.settings(planner, &config.default_namespace, served);
         // Audit logs and API server metrics then tell the replicas apart.
         let agent = format!(
             "modelsplit/{} ({})",
@@ -180,4 +255,58 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunFlags,
+    }
+
+    fn flags(args: &[&str]) -> RunFlags {
+        Flags::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .expect("flags parse")
+            .run
+    }
+
+    #[test]
+    fn the_service_defaults_to_the_shipped_one_in_the_pods_namespace() {
+        let run = flags(&[]);
+        let fallback = run.service_address(None);
+        assert_eq!(
+            (fallback.name.as_str(), fallback.namespace.as_str()),
+            ("modelsplit-controller-metrics", "modelsplit-system")
+        );
+        assert_eq!(
+            (fallback.port, fallback.domain.as_str()),
+            (8080, "cluster.local")
+        );
+        // The Deployment sets POD_NAMESPACE from the Downward API.
+        let in_pod = run.service_address(Some("odh-system".into()));
+        assert_eq!(in_pod.namespace, "odh-system");
+    }
+
+    #[test]
+    fn service_flags_win_over_the_environment() {
+        let run = flags(&[
+            "--filter-service=ms",
+            "--filter-service-namespace=tenant",
+            "--filter-service-port=9090",
+            "--cluster-domain=corp.example",
+        ]);
+        assert_eq!(
+            run.service_address(Some("odh-system".into())),
+            ServiceAddress {
+                name: "ms".into(),
+                namespace: "tenant".into(),
+                port: 9090,
+                domain: "corp.example".into(),
+            }
+        );
+    }
 }

@@ -21,6 +21,8 @@ use tokio::sync::watch;
 
 use super::apply::Outcome;
 use super::error::{ClusterError, ErrorKind};
+use super::filter_module::FilterModule;
+use super::filter_server;
 use super::kinds::ManagedKind;
 use modelsplit_core::report::StateKind;
 
@@ -330,13 +332,17 @@ impl Default for Metrics {
     }
 }
 
-/// The HTTP routes of the metrics server.
-pub fn router(metrics: Metrics) -> Router {
-    Router::new()
+/// The HTTP routes of the metrics server, and the filter module's when one is served.
+pub fn router(metrics: Metrics, served: Option<FilterModule>) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readiness))
-        .with_state(metrics)
+        .with_state(metrics);
+    match served {
+        Some(module) => router.merge(filter_server::router(module)),
+        None => router,
+    }
 }
 
 async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
@@ -364,6 +370,7 @@ async fn readiness(State(metrics): State<Metrics>) -> impl IntoResponse {
 pub async fn bind(
     addr: SocketAddr,
     metrics: Metrics,
+    served: Option<FilterModule>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<impl std::future::Future<Output = ()>, ClusterError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -372,11 +379,17 @@ pub async fn bind(
             addr: addr.to_string(),
             source,
         })?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    match &served {
+        Some(module) => {
+            tracing::info!(%addr, filter = %module.served_path(), "serving /metrics, /healthz, /readyz and the filter module")
+        }
+        None => tracing::info!(%addr, "serving /metrics, /healthz, /readyz"),
+    }
     Ok(async move {
-        let server = axum::serve(listener, router(metrics)).with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        });
+        let server =
+            axum::serve(listener, router(metrics, served)).with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
         if let Err(error) = server.await {
             tracing::warn!(%error, "metrics server stopped");
         }

@@ -7,6 +7,8 @@
 //! - [`events`]: Events on InferenceServices when a group's report changes.
 //! - [`lease`]: Lease leader election; only the leader writes.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`filter_module`], [`filter_source`], [`filter_server`]: the filter module the controller
+//!   ships with, published by default and served at `/filter/<sha256>.wasm` by every replica.
 //! - [`preflight`]: missing CRDs and RBAC denials, reported before anything starts.
 //!
 //! The loop itself ([`run`]) is thin glue; everything it calls is tested on its own
@@ -16,6 +18,9 @@ pub mod apply;
 pub mod cli;
 pub mod error;
 pub mod events;
+pub mod filter_module;
+pub mod filter_server;
+pub mod filter_source;
 pub mod kinds;
 pub mod lease;
 pub mod metrics;
@@ -54,6 +59,8 @@ pub struct RunSettings {
     /// Object names, scope and staging of this controller instance.
     pub publishing: reconcile::Publishing,
     pub metrics_addr: SocketAddr,
+    /// The filter module served at `/filter/<sha256>.wasm` beside the metrics.
+    pub served: Option<filter_module::FilterModule>,
     /// A full re-plan this often even without changes (repairs edits the watch missed).
     pub resync: Duration,
     /// Changes within this long of the first one are planned together (a pass starts at
@@ -71,7 +78,13 @@ pub async fn run(
     preflight::check(&client, &settings.lease.namespace, &settings.lease.name).await?;
 
     let metrics = Metrics::new();
-    let server = metrics::bind(settings.metrics_addr, metrics.clone(), shutdown.clone()).await?;
+    let server = metrics::bind(
+        settings.metrics_addr,
+        metrics.clone(),
+        settings.served.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let server = tokio::spawn(server);
 
     let leadership = Leadership::new();

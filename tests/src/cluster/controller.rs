@@ -55,6 +55,16 @@ pub fn install(admin: &Kubectl, dir: &Path, api_port: u16, ca: &Path) -> PathBuf
     path
 }
 
+/// Which filter module a replica publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// `--url=file://<built module>`: istiod hands Envoy the file (no fetch).
+    FileUrl,
+    /// No `--url`: the module it serves itself (`--filter-file=<path>`), at its Service's
+    /// `http://` URL.
+    Served(PathBuf),
+}
+
 /// One running replica of `modelsplit run`.
 pub struct Controller {
     pub identity: String,
@@ -63,6 +73,7 @@ pub struct Controller {
     http: HttpClient,
     /// How it was started, to start it again on a fresh metrics port.
     kubeconfig: PathBuf,
+    module: ModuleSource,
     extra: Vec<String>,
     dir: PathBuf,
 }
@@ -71,14 +82,21 @@ impl Controller {
     /// Starts a replica with the Deployment's arguments plus `extra` (test-only settings such
     /// as the gateway and the module URL). Its metrics port is picked free; if another
     /// process takes it first, [`Controller::wait_ready`] starts the replica again.
-    pub fn start(kubeconfig: &Path, identity: &str, extra: &[String], dir: &Path) -> Controller {
+    pub fn start(
+        kubeconfig: &Path,
+        identity: &str,
+        module: ModuleSource,
+        extra: &[String],
+        dir: &Path,
+    ) -> Controller {
         let metrics_port = free_port();
         Controller {
             identity: identity.to_string(),
             metrics_port,
-            process: spawn(kubeconfig, identity, extra, dir, metrics_port),
+            process: spawn(kubeconfig, identity, &module, extra, dir, metrics_port),
             http: HttpClient::default(),
             kubeconfig: kubeconfig.to_path_buf(),
+            module,
             extra: extra.to_vec(),
             dir: dir.to_path_buf(),
         }
@@ -143,6 +161,7 @@ impl Controller {
                 self.process = spawn(
                     &self.kubeconfig,
                     &self.identity,
+                    &self.module,
                     &self.extra,
                     &self.dir,
                     self.metrics_port,
@@ -186,6 +205,7 @@ impl Controller {
 fn spawn(
     kubeconfig: &Path,
     identity: &str,
+    module: &ModuleSource,
     extra: &[String],
     dir: &Path,
     metrics_port: u16,
@@ -195,8 +215,12 @@ fn spawn(
     command
         .arg("run")
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-        .arg(format!("--identity={identity}"))
-        .arg(format!("--url=file://{}", wasm.display()))
+        .arg(format!("--identity={identity}"));
+    match module {
+        ModuleSource::FileUrl => command.arg(format!("--url=file://{}", wasm.display())),
+        ModuleSource::Served(path) => command.arg(format!("--filter-file={}", path.display())),
+    };
+    command
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,kube=warn")

@@ -4,8 +4,12 @@
 //!
 //! What this setup leaves out, and why it still tests what users run: there is no
 //! istio-agent, so no SDS (upstream TLS is disabled by a DestinationRule) and no fetching
-//! of `oci://` or `http://` modules (the WasmPlugin uses a `file://` URL, which istiod
-//! passes to Envoy through ECDS as a local file).
+//! of `oci://` modules. For any URL but `file://`, istiod sends Envoy a remote data source
+//! through the cluster named `_`, which does not exist in a real gateway because
+//! istio-agent fetches the module itself (resolving the URL's host with the pod's DNS) and
+//! hands Envoy a local file. Here the bootstrap defines `_` as the controller's Service
+//! stand-in ([`super::service::ServiceProxy`]), so Envoy fetches an `http://` module from
+//! the controller and checks its `sha256` itself; other tests use a `file://` URL.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,7 +153,8 @@ pub struct IstioGateway {
 impl IstioGateway {
     /// Starts Envoy; it listens on `port` once istiod has sent it a Gateway for that port.
     /// Returns once its admin API answers.
-    pub async fn start(istiod: &Istiod, port: u16, dir: &Path) -> IstioGateway {
+    /// `module_port`: where the cluster `_` leads (the controller's Service stand-in).
+    pub async fn start(istiod: &Istiod, port: u16, module_port: u16, dir: &Path) -> IstioGateway {
         let bootstrap = serde_json::json!({
             "node": {
                 "id": "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
@@ -186,12 +191,22 @@ impl IstioGateway {
                 "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": istiod.grpc_port}}
                 }}]}]}
+            }, {
+                // istiod's cluster for remote (non-file://) modules: istio-agent's fetch.
+                "name": "_",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "_", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": module_port}}
+                }}]}]}
             }]}
         });
         let path = dir.join("gateway-bootstrap.json");
         std::fs::write(&path, bootstrap.to_string()).expect("write bootstrap");
         let envoy = envoy_binary().unwrap_or_else(|e| panic!("{e}"));
         let admin_path = dir.join("gateway-admin-address");
+        // A restarted gateway must not read its predecessor's address.
+        let _ = std::fs::remove_file(&admin_path);
         let mut command = Command::new(envoy);
         command.args([
             "-c",
@@ -317,6 +332,11 @@ impl IstioGateway {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// Stops this Envoy (SIGKILL), as a gateway pod that is deleted.
+    pub fn stop(&mut self) {
+        self.process.kill();
     }
 
     pub fn assert_running(&mut self, while_doing: &str) {

@@ -12,6 +12,7 @@ pub mod kubectl;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
 use binaries::ControlPlaneBinaries;
-use controller::Controller;
+use controller::{Controller, ModuleSource};
 use istio::{GatewayMark, IstioGateway, Istiod};
 use kubectl::Kubectl;
 use process::free_port;
+use service::ServiceProxy;
 
 use crate::standin::{StandIn, StandInConfig};
 
@@ -39,6 +41,8 @@ pub struct Cluster {
     pub controller_kubeconfig: PathBuf,
     pub gateway: IstioGateway,
     pub standins: BTreeMap<String, StandIn>,
+    /// The controller's Service, where the gateway fetches an `http://` filter module.
+    pub filter_service: ServiceProxy,
     pub dir: PathBuf,
     // Drop order: gateway (field above) first, then istiod, then the API server.
     pub istiod: Istiod,
@@ -118,13 +122,15 @@ impl Cluster {
         }
 
         let istiod = Istiod::start(&binaries, &api.admin_kubeconfig, &dir).await;
-        let gateway = IstioGateway::start(&istiod, port, &dir).await;
+        let filter_service = ServiceProxy::start().await;
+        let gateway = IstioGateway::start(&istiod, port, filter_service.port, &dir).await;
         let controller_kubeconfig = controller::install(&admin, &dir, api.port, &api.pki.ca_cert);
         let mut cluster = Cluster {
             admin,
             controller_kubeconfig,
             gateway,
             standins,
+            filter_service,
             dir,
             istiod,
             api,
@@ -140,6 +146,46 @@ impl Cluster {
             cluster.dir.display()
         );
         cluster
+    }
+
+    /// Replaces the gateway's Envoy with a new one on the same Gateway port, as a gateway pod
+    /// deleted and started again: it loads its filter modules afresh.
+    pub async fn restart_gateway(&mut self) {
+        self.gateway.stop();
+        self.gateway = IstioGateway::start(
+            &self.istiod,
+            self.gateway.port,
+            self.filter_service.port,
+            &self.dir,
+        )
+        .await;
+        self.wait_gateway_listening().await;
+    }
+
+    /// Waits until calls to `group` are all answered by its members: with a module fetched
+    /// over `http://` the filter may start on the gateway's workers after its configuration
+    /// shows in `config_dump`, and calls meanwhile pass it by (FAIL_OPEN). On a timeout, says
+    /// what the gateway's Wasm and module fetches show.
+    pub async fn wait_routed(&self, namespace: &str, group: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let probe = self.rest_tally(namespace, group, 20).await;
+            if probe.problem_count == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the gateway did not route {namespace}/{group} within {timeout:?}: {:?}\n\
+                     connections to the controller's Service: {}\ngateway stats:\n{}",
+                    probe.problems,
+                    self.filter_service.connections(),
+                    self.gateway
+                        .admin("/stats?filter=wasm|extension_config|cluster\\._\\.upstream_rq")
+                        .await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Keeps the working directory (logs) after the test, e.g. to read it after a failure.
@@ -188,7 +234,31 @@ impl Cluster {
     /// Starts a replica of `modelsplit run` as the controller's ServiceAccount.
     pub fn controller(&self, identity: &str, extra: &[&str]) -> Controller {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        Controller::start(&self.controller_kubeconfig, identity, &extra, &self.dir)
+        Controller::start(
+            &self.controller_kubeconfig,
+            identity,
+            ModuleSource::FileUrl,
+            &extra,
+            &self.dir,
+        )
+    }
+
+    /// Like [`Cluster::controller`], but the replica publishes the module it serves itself
+    /// (the default without `--url`), read from `module` (`--filter-file`).
+    pub fn controller_serving_filter(
+        &self,
+        identity: &str,
+        module: &Path,
+        extra: &[&str],
+    ) -> Controller {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Controller::start(
+            &self.controller_kubeconfig,
+            identity,
+            ModuleSource::Served(module.to_path_buf()),
+            &extra,
+            &self.dir,
+        )
     }
 
     pub fn standin(&self, namespace: &str) -> &StandIn {
