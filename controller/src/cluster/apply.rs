@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures::stream::{self, StreamExt};
+
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -113,6 +115,10 @@ fn json_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Objects written at once. A first pass writes one VirtualService per mesh namespace:
+/// one at a time, 200 namespaces took 7.4 s before the first filter config could go out.
+pub const PARALLEL_WRITES: usize = 8;
+
 /// The result of one write.
 pub type WriteResult = (ObjectKey, Result<Outcome, ClusterError>);
 
@@ -127,35 +133,46 @@ pub struct Writer<'a> {
 
 impl Writer<'_> {
     /// Server-side applies every object of `desired` that differs from what the cluster
-    /// has. One failed object does not stop the others, except a lost lease, which stops all.
+    /// has, up to [`PARALLEL_WRITES`] at a time; results in the order of `desired`. One
+    /// failed object does not stop the others; a lost lease stops every call that has not
+    /// started (each attempt checks leadership first, [`leader_call`]).
     pub async fn apply_all(
         &self,
         desired: &[DesiredObject],
         observed: &ObservedObjects,
     ) -> Vec<WriteResult> {
-        let mut results = Vec::new();
-        for object in desired {
-            let result = match observed.get(&object.key) {
-                Some(current) if is_unchanged(&object.body, current) => Ok(Outcome::Unchanged),
-                current => {
-                    let existed = current.is_some();
-                    self.apply(object).await.map(|()| {
-                        if existed {
-                            Outcome::Updated
-                        } else {
-                            Outcome::Created
-                        }
-                    })
-                }
-            };
-            let stop = matches!(result, Err(ClusterError::NotLeader));
-            self.record(&object.key, &result);
-            results.push((object.key.clone(), result));
-            if stop {
-                break;
-            }
+        // Futures collected first: a closure inside the stream would make the pass's
+        // future fail `Send` for spawned passes (rustc's higher-ranked lifetime limits).
+        let calls: Vec<_> = desired
+            .iter()
+            .map(|object| self.apply_one(object, observed))
+            .collect();
+        let results: Vec<WriteResult> = stream::iter(calls)
+            .buffered(PARALLEL_WRITES)
+            .collect()
+            .await;
+        for (key, result) in &results {
+            self.record(key, result);
         }
         results
+    }
+
+    /// Applies `object` unless the cluster has it already.
+    async fn apply_one(&self, object: &DesiredObject, observed: &ObservedObjects) -> WriteResult {
+        let result = match observed.get(&object.key) {
+            Some(current) if is_unchanged(&object.body, current) => Ok(Outcome::Unchanged),
+            current => {
+                let existed = current.is_some();
+                self.apply(object).await.map(|()| {
+                    if existed {
+                        Outcome::Updated
+                    } else {
+                        Outcome::Created
+                    }
+                })
+            }
+        };
+        (object.key.clone(), result)
     }
 
     /// Deletes `keys` (only objects carrying the managed-by label).
