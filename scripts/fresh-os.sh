@@ -228,7 +228,7 @@ fi
 fi # not resumed
 
 if [ "$only" = setup ]; then
-  run_logged setup in_root 'cd /root/modelsplit && scripts/setup.sh && envoy="$(scripts/find-envoy.sh)" && "$envoy" --version && node --version && cc --version | head -n 1 && protoc --version && for g in $(command -v go) /usr/lib/go-1.*/bin/go; do [ -x "$g" ] && "$g" version; done; (rustup target list --installed; command -v rustc; /usr/bin/rustc --version) 2>/dev/null || true'
+  run_logged setup in_root 'cd /root/modelsplit && scripts/setup.sh && envoy="$(scripts/find-envoy.sh)" && "$envoy" --version && "$(scripts/find-node.sh)" --version && cc --version | head -n 1 && protoc --version && for g in $(command -v go) /usr/lib/go-1.*/bin/go; do [ -x "$g" ] && "$g" version; done; (rustup target list --installed; command -v rustc; /usr/bin/rustc --version) 2>/dev/null || true'
   current="done"
   result_line "PASS: scripts/setup.sh ran green in a fresh $os root file system ($((SECONDS - started)) s)"
   exit 0
