@@ -354,13 +354,13 @@ fn broken_objects_from_the_api_are_reported_and_skipped_one_by_one() {
     for runtime in &healthy.serving_runtimes {
         snapshot
             .serving_runtimes
-            .push(dynamic(serde_json::to_value(runtime).unwrap()));
+            .push(dynamic(serde_json::to_value(runtime).unwrap()).into());
     }
     for isvc in &healthy.inference_services {
         let mut value = serde_json::to_value(isvc).unwrap();
         value["apiVersion"] = json!("serving.kserve.io/v1beta1");
         value["kind"] = json!("InferenceService");
-        snapshot.inference_services.push(dynamic(value));
+        snapshot.inference_services.push(dynamic(value).into());
     }
     let mut no_spec = isvc_value("team-b", "specless", Some("healthy-b"), Some("0"));
     no_spec.as_object_mut().unwrap().remove("spec");
@@ -372,7 +372,7 @@ fn broken_objects_from_the_api_are_reported_and_skipped_one_by_one() {
     future["apiVersion"] = json!("serving.kserve.io/v2alpha9");
     future["spec"] = json!({"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "runtime": "routed"}}, "extra": {"x": [1, 2]}});
     for value in [no_spec, bad_spec, string_spec, future] {
-        snapshot.inference_services.push(dynamic(value));
+        snapshot.inference_services.push(dynamic(value).into());
     }
 
     let (observed, errors) = snapshot.observed();

@@ -78,7 +78,7 @@ impl Outcome {
 }
 
 /// Managed objects as the watchers last saw them, by key.
-pub type ObservedObjects = BTreeMap<ObjectKey, DynamicObject>;
+pub type ObservedObjects = BTreeMap<ObjectKey, std::sync::Arc<DynamicObject>>;
 
 /// Whether applying `desired` would change nothing the controller owns in `observed`:
 /// labels and annotations it sets are present with its values (others may add more),
@@ -183,7 +183,7 @@ impl Writer<'_> {
     ) -> Vec<WriteResult> {
         let mut results = Vec::new();
         for key in keys {
-            if !observed.get(key).is_some_and(is_managed) {
+            if !observed.get(key).is_some_and(|object| is_managed(object)) {
                 continue;
             }
             let result = self.delete(key).await.map(|()| Outcome::Pruned);

@@ -3,6 +3,8 @@
 //! Inputs are watched as untyped objects and decoded one by one: an object the typed
 //! model cannot read is logged and skipped instead of failing a whole watch.
 
+use std::sync::Arc;
+
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
@@ -17,12 +19,13 @@ use modelsplit_core::resources::{
 };
 use modelsplit_core::routing::modelmesh_host;
 
-/// The watched objects at one moment.
+/// The watched objects at one moment. Objects are shared with the reflector stores, not
+/// copied: a pass over 10,000 isvcs would otherwise copy them all.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
-    pub serving_runtimes: Vec<DynamicObject>,
-    pub inference_services: Vec<DynamicObject>,
+    pub serving_runtimes: Vec<Arc<DynamicObject>>,
+    pub inference_services: Vec<Arc<DynamicObject>>,
     /// WasmPlugins and VirtualServices labelled as managed by modelsplit.
     pub managed: ObservedObjects,
 }
@@ -36,7 +39,8 @@ pub struct DecodeError {
 
 impl Snapshot {
     /// Adds a watched WasmPlugin or VirtualService under its key.
-    pub fn insert_managed(&mut self, kind: ManagedKind, object: DynamicObject) {
+    pub fn insert_managed(&mut self, kind: ManagedKind, object: impl Into<Arc<DynamicObject>>) {
+        let object = object.into();
         let key = ObjectKey {
             kind,
             namespace: object.metadata.namespace.clone().unwrap_or_default(),
@@ -142,7 +146,7 @@ fn decode<T: DeserializeOwned>(object: &DynamicObject) -> Result<T, serde_json::
 
 fn decode_all<T: DeserializeOwned>(
     kind: &str,
-    objects: &[DynamicObject],
+    objects: &[Arc<DynamicObject>],
     errors: &mut Vec<DecodeError>,
 ) -> Vec<T> {
     let mut typed = Vec::with_capacity(objects.len());

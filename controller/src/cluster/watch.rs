@@ -60,14 +60,10 @@ impl Stores {
         }
     }
 
-    /// A consistent-enough copy of every store (each store is read atomically).
+    /// Every store at this moment (each read atomically), sharing the stores' objects.
     pub fn snapshot(&self) -> Snapshot {
-        let copy = |stores: &[Store<DynamicObject>]| {
-            stores
-                .iter()
-                .flat_map(|s| s.state())
-                .map(|o| (*o).clone())
-                .collect::<Vec<_>>()
+        let shared = |stores: &[Store<DynamicObject>]| {
+            stores.iter().flat_map(|s| s.state()).collect::<Vec<_>>()
         };
         let mut snapshot = Snapshot {
             namespaces: self
@@ -76,13 +72,13 @@ impl Stores {
                 .iter()
                 .map(|n| (**n).clone())
                 .collect(),
-            serving_runtimes: copy(&self.serving_runtimes),
-            inference_services: copy(&self.inference_services),
+            serving_runtimes: shared(&self.serving_runtimes),
+            inference_services: shared(&self.inference_services),
             ..Snapshot::default()
         };
         for (kind, store) in &self.managed {
             for object in store.state() {
-                snapshot.insert_managed(*kind, (*object).clone());
+                snapshot.insert_managed(*kind, object);
             }
         }
         snapshot

@@ -203,8 +203,8 @@ pub fn snapshot_of(documents: &[Value]) -> modelsplit_controller::cluster::snaps
             Some("Namespace") => snapshot
                 .namespaces
                 .push(serde_json::from_value(document.clone()).expect("namespace")),
-            Some("ServingRuntime") => snapshot.serving_runtimes.push(dynamic()),
-            Some("InferenceService") => snapshot.inference_services.push(dynamic()),
+            Some("ServingRuntime") => snapshot.serving_runtimes.push(dynamic().into()),
+            Some("InferenceService") => snapshot.inference_services.push(dynamic().into()),
             Some(kind) => {
                 let kind = ManagedKind::from_kind(kind).expect("a managed kind");
                 snapshot.insert_managed(kind, dynamic());
