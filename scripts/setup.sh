@@ -4,7 +4,7 @@
 # in a clean Debian 12 root file system). Rust itself (rustup, or Debian's rustc-web/cargo-web)
 # is the one thing it expects to find.
 #
-# Distribution packages: a C compiler (the `ring` crate, linking), protoc (gRPC stand-in),
+# Distribution packages: a C compiler (the `ring` crate, linking), a C++ one (libFuzzer), protoc (gRPC stand-in),
 #   openssl (the cluster tests' certificates), curl, docker-compose (config validation only, no
 #   engine), python3-venv (Envoy's virtual environment),
 #   git (the guide tests), procps (kill, for SIGTERM in the tests), Go (builds the cluster tests' control plane; Debian 12's is too
@@ -57,6 +57,7 @@ need_deb() {
 }
 
 command -v cc >/dev/null 2>&1 || { need_deb gcc; need_deb libc6-dev; }
+command -v c++ >/dev/null 2>&1 || need_deb g++   # libfuzzer-sys builds libFuzzer (scripts/fuzz.sh)
 need_deb ca-certificates
 need_deb curl
 need_deb protobuf-compiler
