@@ -107,6 +107,13 @@ if [ "${#missing_debs[@]}" -gt 0 ]; then
   apt_install "${missing_debs[@]}"
 fi
 
+# Ubuntu 24.04's docker-compose (1.29, Python) imports distutils, which Python 3.12 no longer
+# has; setuptools provides it.
+if command -v docker-compose >/dev/null 2>&1 && ! docker-compose version >/dev/null 2>&1; then
+  step "docker-compose does not start (no distutils in this Python): installing python3-setuptools"
+  apt_install python3-setuptools
+fi
+
 if $go_from_backports; then
   backports=/etc/apt/sources.list.d/modelsplit-bookworm-backports.list
   if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
