@@ -36,3 +36,21 @@ pub fn shares(group: &GroupConfig) -> Vec<(String, f64)> {
         .map(|m| (m.name.clone(), f64::from(m.weight) * 100.0 / total))
         .collect()
 }
+
+/// The bound address of the listener `name` from Envoy's admin `/listeners?format=json`,
+/// once it is active (port 0 means not bound yet).
+pub async fn listener_address(
+    http: &HttpClient,
+    admin_url: &str,
+    name: &str,
+) -> Option<std::net::SocketAddr> {
+    let url = format!("{admin_url}/listeners?format=json");
+    let reply = http.get(&url, &[]).await.ok()?;
+    let statuses = reply.json()["listener_statuses"].as_array()?.clone();
+    let status = statuses.iter().find(|s| s["name"] == name)?;
+    let address = &status["local_address"]["socket_address"];
+    let port = address["port_value"].as_u64().filter(|p| *p != 0)?;
+    format!("{}:{port}", address["address"].as_str()?)
+        .parse()
+        .ok()
+}

@@ -580,15 +580,12 @@ impl Gateway {
 
     /// The gateway listener's bound address, once it is active.
     async fn listener_address(&self) -> Option<SocketAddr> {
-        let url = format!("http://{}/listeners?format=json", self.admin);
-        let reply = self.admin_client.get(&url, &[]).await.ok()?;
-        let statuses = reply.json()["listener_statuses"].as_array()?.clone();
-        let status = statuses.iter().find(|s| s["name"] == LISTENER_NAME)?;
-        let address = &status["local_address"]["socket_address"];
-        let port = address["port_value"].as_u64().filter(|p| *p != 0)?;
-        format!("{}:{port}", address["address"].as_str()?)
-            .parse()
-            .ok()
+        crate::envoy_admin::listener_address(
+            &self.admin_client,
+            &format!("http://{}", self.admin),
+            LISTENER_NAME,
+        )
+        .await
     }
 
     /// Polls `probe` until it yields a value, Envoy exits, or `timeout` passes.

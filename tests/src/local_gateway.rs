@@ -325,15 +325,7 @@ impl LocalGateway {
 
     /// The gateway listener's bound address, once it is active.
     async fn listener_address(&self) -> Option<SocketAddr> {
-        let url = format!("{}/listeners?format=json", self.admin_url);
-        let reply = self.admin_http.get(&url, &[]).await.ok()?;
-        let statuses = reply.json()["listener_statuses"].as_array()?.clone();
-        let status = statuses.iter().find(|s| s["name"] == LISTENER_NAME)?;
-        let address = &status["local_address"]["socket_address"];
-        let port = address["port_value"].as_u64().filter(|p| *p != 0)?;
-        format!("{}:{port}", address["address"].as_str()?)
-            .parse()
-            .ok()
+        crate::envoy_admin::listener_address(&self.admin_http, &self.admin_url, LISTENER_NAME).await
     }
 
     /// The ECDS `config_reload` count: filter configurations in force on every worker
