@@ -6,7 +6,7 @@ use modelsplit_controller::cluster::cli::RunFlags;
 use modelsplit_controller::cluster::filter_module::FilterModule;
 use modelsplit_controller::local::{self, admin::Admin, envoy_files::Upstream, state::Upstreams};
 use modelsplit_controller::render;
-use modelsplit_core::settings::{self, FailStrategy, GatewayRef, Settings};
+use modelsplit_core::settings::{self, Delivery, FailStrategy, GatewayRef, Settings};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -143,6 +143,13 @@ struct SettingsArgs {
     /// Expose every ModelMesh InferenceService, not only those whose runtime has enable-route: "true".
     #[arg(long)]
     no_require_enable_route: bool,
+    /// How `render` and `run` give the gateway its filter: wasmplugin (an Istio WasmPlugin),
+    /// or envoyfilter (an EnvoyFilter with the same module and configuration that also lets
+    /// the filter read `model_name` from gRPC messages, so standard KServe gRPC clients that
+    /// name the group there split too; needs Istio 1.27+ / Envoy 1.35+). The local gateway
+    /// always reads `model_name`.
+    #[arg(long, default_value = "wasmplugin", value_name = "KIND")]
+    delivery: Delivery,
 }
 
 impl SettingsArgs {
@@ -178,6 +185,7 @@ impl SettingsArgs {
             image_pull_secret: self.image_pull_secret,
             fail_strategy: self.fail_strategy,
             require_enable_route: !self.no_require_enable_route,
+            delivery: self.delivery,
         };
         settings.validate()?;
         Ok(settings)

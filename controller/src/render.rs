@@ -3,6 +3,8 @@
 
 use modelsplit_core::manifests::{self, ManifestError};
 use modelsplit_core::planner::{self, Plan, PreviousConfigs};
+use modelsplit_core::resources::GatewayFilter;
+use modelsplit_core::settings::Delivery;
 use modelsplit_core::Settings;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,13 @@ pub enum RenderError {
     },
 }
 
-/// The plan as multi-document YAML: WasmPlugins, then VirtualServices, each sorted
-/// by namespace. Same plan, same bytes.
-pub fn to_yaml(plan: &Plan) -> Result<String, RenderError> {
+/// The plan as multi-document YAML: WasmPlugins (or EnvoyFilters, as `delivery` says),
+/// then VirtualServices, each sorted by namespace. Same plan, same bytes.
+pub fn to_yaml(plan: &Plan, delivery: Delivery) -> Result<String, RenderError> {
     let mut documents = Vec::new();
     for plugin in &plan.wasm_plugins {
-        documents.push(object_yaml("WasmPlugin", &plugin.metadata, plugin)?);
+        let filter = GatewayFilter::deliver(plugin, delivery);
+        documents.push(object_yaml(filter.kind(), filter.metadata(), &filter)?);
     }
     for service in &plan.virtual_services {
         documents.push(object_yaml("VirtualService", &service.metadata, service)?);
@@ -66,7 +69,7 @@ pub fn render(
         None => PreviousConfigs::new(),
     };
     let plan = planner::plan(&observed, &previous, settings);
-    let yaml = to_yaml(&plan)?;
+    let yaml = to_yaml(&plan, settings.delivery)?;
     Ok((plan, yaml))
 }
 

@@ -8,11 +8,12 @@ use modelsplit_controller::cluster::preflight;
 use modelsplit_controller::cluster::ClusterError;
 use serde_json::{json, Value};
 
-const LISTS: [&str; 5] = [
+const LISTS: [&str; 6] = [
     "/api/v1/namespaces",
     "/apis/serving.kserve.io/v1alpha1/servingruntimes",
     "/apis/serving.kserve.io/v1beta1/inferenceservices",
     "/apis/extensions.istio.io/v1alpha1/wasmplugins",
+    "/apis/networking.istio.io/v1alpha3/envoyfilters",
     "/apis/networking.istio.io/v1beta1/virtualservices",
 ];
 
@@ -46,6 +47,7 @@ fn reviews() -> Vec<Review> {
     ];
     for (group, resource) in [
         ("extensions.istio.io", "wasmplugins"),
+        ("networking.istio.io", "envoyfilters"),
         ("networking.istio.io", "virtualservices"),
     ] {
         for verb in ["watch", "create", "patch", "delete"] {

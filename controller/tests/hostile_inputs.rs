@@ -321,7 +321,7 @@ fn a_thousand_members_plan_and_render() {
         .find(|r| r.namespace == "team-c")
         .unwrap();
     assert_eq!(routes.models.len(), 1000);
-    let yaml = render::to_yaml(&with).expect("renders");
+    let yaml = render::to_yaml(&with, Default::default()).expect("renders");
     assert!(yaml.contains("big-0999"));
 
     // One member more makes it 100.1 %: refused, and still nothing else changes.

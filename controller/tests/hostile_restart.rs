@@ -114,7 +114,7 @@ impl Cluster {
             &PreviousConfigs::new(),
             &Settings::default(),
         );
-        let managed = desired_objects(&plan)
+        let managed = desired_objects(&plan, Default::default())
             .into_iter()
             .map(|d| (path_of(&d.body), as_observed(&d.body, "1")))
             .collect();

@@ -647,7 +647,10 @@ fn output_does_not_depend_on_input_order() {
     let a = planner::plan(&forward, &PreviousConfigs::new(), &settings);
     let b = planner::plan(&backward, &PreviousConfigs::new(), &settings);
     assert_eq!(a, b);
-    assert_eq!(render::to_yaml(&a).unwrap(), render::to_yaml(&b).unwrap());
+    assert_eq!(
+        render::to_yaml(&a, Default::default()).unwrap(),
+        render::to_yaml(&b, Default::default()).unwrap()
+    );
 }
 
 #[test]

@@ -393,3 +393,91 @@ fn bad_flag_values_are_refused_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn envoy_filter_delivery_renders_the_same_filter_and_config_as_an_envoy_filter() {
+    let output = render_golden(
+        "seed-envoyfilter",
+        &[
+            "-f",
+            "fixtures/seed",
+            "--delivery",
+            "envoyfilter",
+            "--url",
+            "https://filters.example.com/modelsplit.wasm",
+            "--sha256",
+            &"ab".repeat(32),
+        ],
+    );
+    let yaml = stdout(&output);
+    assert_eq!(yaml.matches("\nkind: EnvoyFilter\n").count(), 1);
+    assert_eq!(yaml.matches("\nkind: WasmPlugin\n").count(), 0);
+    assert_eq!(yaml.matches("\nkind: VirtualService\n").count(), 1);
+    let first: serde_yaml::Value = serde_yaml::Deserializer::from_str(&yaml)
+        .next()
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .unwrap();
+    let filter: modelsplit_core::resources::EnvoyFilter =
+        serde_yaml::from_value(first).expect("an EnvoyFilter");
+    // The same configuration the WasmPlugin would carry.
+    let plain = modelsplit(&["render", "-f", "fixtures/seed"]);
+    let plugin: serde_yaml::Value = serde_yaml::Deserializer::from_str(&stdout(&plain))
+        .next()
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .unwrap();
+    let json = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).unwrap();
+    let config = modelsplit_filter::config::FilterConfig::from_json(&json).unwrap();
+    assert_eq!(filter.filter_config().unwrap(), config);
+    assert!(
+        yaml.contains("allow_on_headers_stop_iteration: true"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn previous_envoy_filter_output_keeps_the_last_good_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = modelsplit(&[
+        "render",
+        "--delivery=envoyfilter",
+        "-f",
+        "fixtures/base",
+        "-f",
+        "fixtures/seed-80-20.yaml",
+    ]);
+    assert!(before.status.success(), "{}", stderr(&before));
+    let previous = dir.path().join("before.yaml");
+    std::fs::write(&previous, &before.stdout).unwrap();
+    let during = modelsplit(&[
+        "render",
+        "--delivery=envoyfilter",
+        "-f",
+        "fixtures/base",
+        "-f",
+        "fixtures/reweight-step-120.yaml",
+        "--previous",
+        previous.to_str().unwrap(),
+    ]);
+    assert!(during.status.success(), "{}", stderr(&during));
+    assert_eq!(stdout(&before), stdout(&during));
+    assert!(stderr(&during).contains("stale: weights sum to 120"));
+}
+
+#[test]
+fn delivery_flag_errors_say_what_to_write() {
+    let err = failure(&["render", "-f", "fixtures/seed", "--delivery", "lua"]);
+    assert!(err.contains("must be wasmplugin or envoyfilter"), "{err}");
+    let err = failure(&[
+        "render",
+        "-f",
+        "fixtures/seed",
+        "--delivery",
+        "envoyfilter",
+        "--image-pull-secret",
+        "quay-pull",
+    ]);
+    assert!(
+        err.contains("works only with --delivery wasmplugin"),
+        "{err}"
+    );
+}

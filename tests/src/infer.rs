@@ -32,6 +32,15 @@ pub fn vmodel_request(vmodel: &str) -> tonic::Request<ModelInferRequest> {
     request
 }
 
+/// A ModelInfer request naming `model` in the message's `model_name` and in no header,
+/// as standard KServe clients send it.
+pub fn model_name_request(model: &str) -> tonic::Request<ModelInferRequest> {
+    tonic::Request::new(ModelInferRequest {
+        model_name: model.to_string(),
+        ..Default::default()
+    })
+}
+
 /// One REST infer call (`{"inputs": []}`) to `url`; a transport error panics.
 pub async fn rest_infer(http: &HttpClient, url: &str) -> Observed {
     let reply = http
@@ -46,6 +55,14 @@ pub async fn grpc_infer(
     vmodel: &str,
 ) -> Observed {
     Observed::from_grpc(&client.model_infer(vmodel_request(vmodel)).await)
+}
+
+/// One gRPC infer call naming `model` in `model_name` (see [`model_name_request`]).
+pub async fn grpc_infer_by_model_name(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    model: &str,
+) -> Observed {
+    Observed::from_grpc(&client.model_infer(model_name_request(model)).await)
 }
 
 /// One answer of continuous load, with when its request was sent and when the answer

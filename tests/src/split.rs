@@ -261,6 +261,30 @@ pub const BUDGET: &[Assertion] = {
             Exactly(2000),
         ),
         a(
+            "cluster_grpc_model_name.rs",
+            "gRPC model_name 80/20 (EnvoyFilter)",
+            &[80, 20],
+            Exactly(2000),
+        ),
+        a(
+            "cluster_grpc_model_name.rs",
+            "gRPC mm-vmodel-id 80/20 (EnvoyFilter)",
+            &[80, 20],
+            Exactly(2000),
+        ),
+        a(
+            "cluster_grpc_model_name.rs",
+            "REST 80/20 (EnvoyFilter)",
+            &[80, 20],
+            Exactly(2000),
+        ),
+        a(
+            "cluster_grpc_model_name.rs",
+            "gRPC model_name 80/20 after the switch",
+            &[80, 20],
+            Exactly(2000),
+        ),
+        a(
             "cluster_install.rs",
             "guide: REST 80/20",
             &[80, 20],
@@ -287,6 +311,7 @@ pub const CALL_SITES: &[(&str, usize)] = &[
     ("local_live_edits.rs", 1),
     ("grpc_model_name.rs", 1),
     ("cluster_gateway.rs", 1),
+    ("cluster_grpc_model_name.rs", 1),
     ("cluster_install.rs", 1),
 ];
 

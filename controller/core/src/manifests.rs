@@ -6,7 +6,9 @@
 //! (1-based) and the field.
 
 use crate::planner::{Observed, PreviousConfigs, DEFAULT_NAMESPACE};
-use crate::resources::{InferenceService, Namespace, ObjectKind, ServingRuntime, WasmPlugin};
+use crate::resources::{
+    EnvoyFilter, InferenceService, Namespace, ObjectKind, ServingRuntime, WasmPlugin,
+};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,28 +100,39 @@ pub fn parse_manifests(source: &Path, text: &str) -> Result<Observed, ManifestEr
     Ok(loaded.observed)
 }
 
-/// Reads the WasmPlugins of a previous `render` output: the last-known-good configs.
+/// Reads the WasmPlugins (or EnvoyFilters, `--delivery envoyfilter`) of a previous `render`
+/// output: the last-known-good configs.
 pub fn load_previous(path: &Path) -> Result<PreviousConfigs, ManifestError> {
     let text = read(path)?;
     let mut previous = PreviousConfigs::new();
     for_each_object(path, &text, &mut |location, value| {
-        if kind_of(&value) != Some(("extensions.istio.io", "WasmPlugin")) {
+        let document_error = |message: String| ManifestError::Document {
+            path: path.to_path_buf(),
+            document: location,
+            message,
+        };
+        let (meta, config) = match kind_of(&value) {
+            Some(("extensions.istio.io", "WasmPlugin")) => {
+                let plugin: WasmPlugin = typed(path, location, value)?;
+                let config = plugin
+                    .filter_config()
+                    .map_err(|e| format!("WasmPlugin spec.pluginConfig: {e}"));
+                (plugin.metadata, config)
+            }
+            Some(("networking.istio.io", "EnvoyFilter")) => {
+                let filter: EnvoyFilter = typed(path, location, value)?;
+                let config = filter
+                    .filter_config()
+                    .map_err(|e| format!("EnvoyFilter's filter configuration: {e}"));
+                (filter.metadata, config)
+            }
+            _ => return Ok(()),
+        };
+        if meta.name.as_deref() != Some(crate::resources::wasm_plugin::WASM_PLUGIN_NAME) {
             return Ok(());
         }
-        let plugin: WasmPlugin = typed(path, location, value)?;
-        if plugin.metadata.name.as_deref() != Some(crate::resources::wasm_plugin::WASM_PLUGIN_NAME)
-        {
-            return Ok(());
-        }
-        let config = plugin
-            .filter_config()
-            .map_err(|e| ManifestError::Document {
-                path: path.to_path_buf(),
-                document: location,
-                message: format!("WasmPlugin spec.pluginConfig: {e}"),
-            })?;
-        let namespace = plugin
-            .metadata
+        let config = config.map_err(document_error)?;
+        let namespace = meta
             .namespace
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         previous.insert(namespace, config);

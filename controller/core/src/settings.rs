@@ -26,6 +26,10 @@ pub enum SettingsError {
     BadSha256(String),
     #[error("{what} {value:?} is not a valid Kubernetes name")]
     BadName { what: &'static str, value: String },
+    #[error("delivery {0:?} must be wasmplugin or envoyfilter")]
+    BadDelivery(String),
+    #[error("an image pull secret works only with --delivery wasmplugin (Istio reads pull secrets from WasmPlugins only); with --delivery envoyfilter use a public image, or an http(s):// URL such as the module `modelsplit run` serves")]
+    PullSecretNeedsWasmPlugin,
 }
 
 /// An Istio `Gateway` resource: `<namespace>/<name>`.
@@ -93,6 +97,50 @@ impl FromStr for FailStrategy {
     }
 }
 
+/// Which Istio resource carries the filter and its configuration to the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// A `WasmPlugin`: Istio's API for Wasm filters, and the default.
+    #[default]
+    WasmPlugin,
+    /// An `EnvoyFilter` holding the same filter and configuration, plus what a WasmPlugin
+    /// cannot set: `allow_on_headers_stop_iteration`, which gRPC calls naming the group in
+    /// `model_name` need (the filter holds their headers until it has read the message).
+    EnvoyFilter,
+}
+
+impl Delivery {
+    /// The `--delivery` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::WasmPlugin => "wasmplugin",
+            Delivery::EnvoyFilter => "envoyfilter",
+        }
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Delivery {
+    type Err = SettingsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "")
+            .as_str()
+        {
+            "wasmplugin" => Ok(Delivery::WasmPlugin),
+            "envoyfilter" => Ok(Delivery::EnvoyFilter),
+            _ => Err(SettingsError::BadDelivery(s.to_string())),
+        }
+    }
+}
+
 /// Everything the planner needs besides the observed objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -113,6 +161,8 @@ pub struct Settings {
     pub fail_strategy: FailStrategy,
     /// Whether an InferenceService needs `enable-route: "true"` on its runtime.
     pub require_enable_route: bool,
+    /// The resource that carries the filter to each gateway.
+    pub delivery: Delivery,
 }
 
 impl Default for Settings {
@@ -129,6 +179,7 @@ impl Default for Settings {
             image_pull_secret: None,
             fail_strategy: FailStrategy::FailOpen,
             require_enable_route: true,
+            delivery: Delivery::WasmPlugin,
         }
     }
 }
@@ -152,6 +203,9 @@ impl Settings {
             }
         }
         if let Some(secret) = &self.image_pull_secret {
+            if self.delivery == Delivery::EnvoyFilter {
+                return Err(SettingsError::PullSecretNeedsWasmPlugin);
+            }
             if !is_dns_name(secret) {
                 return Err(SettingsError::BadName {
                     what: "image pull secret",
@@ -237,6 +291,31 @@ mod tests {
         assert!(settings.validate().is_err());
         settings.sha256 = Some("a".repeat(64));
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn deliveries_parse_as_users_may_write_them() {
+        assert_eq!("wasmplugin".parse(), Ok(Delivery::WasmPlugin));
+        assert_eq!("EnvoyFilter".parse(), Ok(Delivery::EnvoyFilter));
+        assert_eq!("envoy-filter".parse(), Ok(Delivery::EnvoyFilter));
+        assert!("lua".parse::<Delivery>().is_err());
+        assert_eq!(Delivery::default(), Delivery::WasmPlugin);
+        for delivery in [Delivery::WasmPlugin, Delivery::EnvoyFilter] {
+            assert_eq!(delivery.to_string().parse(), Ok(delivery));
+        }
+    }
+
+    #[test]
+    fn pull_secrets_need_a_wasm_plugin() {
+        let settings = Settings {
+            image_pull_secret: Some("quay-pull".into()),
+            delivery: Delivery::EnvoyFilter,
+            ..Settings::default()
+        };
+        assert_eq!(
+            settings.validate(),
+            Err(SettingsError::PullSecretNeedsWasmPlugin)
+        );
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub static WASM_PLUGINS: ResourceName = ResourceName {
     plural: "wasmplugins",
     provided_by: "Istio (its extensions.istio.io CRDs; modelsplit is tested with istiod of the 1.31 development line)",
 };
+pub static ENVOY_FILTERS: ResourceName = ResourceName {
+    group: "networking.istio.io",
+    version: "v1alpha3",
+    plural: "envoyfilters",
+    provided_by: "Istio (its networking.istio.io CRDs)",
+};
 pub static VIRTUAL_SERVICES: ResourceName = ResourceName {
     group: "networking.istio.io",
     version: "v1beta1",
@@ -99,6 +105,18 @@ pub const CLUSTER_ACCESS: &[(&ResourceName, &[Verb])] = &[
             Verb::Delete,
         ],
     ),
+    // Watched and pruned whatever --delivery says, so that switching it removes the
+    // other kind's object.
+    (
+        &ENVOY_FILTERS,
+        &[
+            Verb::List,
+            Verb::Watch,
+            Verb::Create,
+            Verb::Patch,
+            Verb::Delete,
+        ],
+    ),
     (
         &VIRTUAL_SERVICES,
         &[
@@ -120,15 +138,21 @@ pub const LEASE_ACCESS: (&ResourceName, &[Verb]) =
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ManagedKind {
     WasmPlugin,
+    EnvoyFilter,
     VirtualService,
 }
 
 impl ManagedKind {
-    pub const ALL: [ManagedKind; 2] = [ManagedKind::WasmPlugin, ManagedKind::VirtualService];
+    pub const ALL: [ManagedKind; 3] = [
+        ManagedKind::WasmPlugin,
+        ManagedKind::EnvoyFilter,
+        ManagedKind::VirtualService,
+    ];
 
     pub fn kind(self) -> &'static str {
         match self {
             ManagedKind::WasmPlugin => "WasmPlugin",
+            ManagedKind::EnvoyFilter => "EnvoyFilter",
             ManagedKind::VirtualService => "VirtualService",
         }
     }
@@ -136,8 +160,14 @@ impl ManagedKind {
     pub fn resource(self) -> &'static ResourceName {
         match self {
             ManagedKind::WasmPlugin => &WASM_PLUGINS,
+            ManagedKind::EnvoyFilter => &ENVOY_FILTERS,
             ManagedKind::VirtualService => &VIRTUAL_SERVICES,
         }
+    }
+
+    /// Whether objects of this kind carry the filter (and its configuration) to a gateway.
+    pub fn carries_filter(self) -> bool {
+        matches!(self, ManagedKind::WasmPlugin | ManagedKind::EnvoyFilter)
     }
 
     pub fn from_kind(kind: &str) -> Option<Self> {

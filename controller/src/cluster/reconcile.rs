@@ -24,13 +24,16 @@ use super::watch::Scope;
 use modelsplit_core::encode::virtual_service::virtual_service;
 use modelsplit_core::planner::{self, NamespaceRoutes, Plan};
 use modelsplit_core::report::{Notice, NoticeReason, StateKind};
-use modelsplit_core::resources::{ObjectKind, WasmPlugin};
-use modelsplit_core::settings::Settings;
+use modelsplit_core::resources::{GatewayFilter, ObjectKind, WasmPlugin};
+use modelsplit_core::settings::{Delivery, Settings};
 
-/// The resources a plan wants, as apply bodies (WasmPlugins, then VirtualServices), under
-/// the default instance name — what `render` prints.
-pub fn desired_objects(plan: &Plan) -> Vec<DesiredObject> {
-    let plugins = plan.wasm_plugins.iter().map(serde_json::to_value);
+/// The resources a plan wants, as apply bodies (WasmPlugins or EnvoyFilters, then
+/// VirtualServices), under the default instance name — what `render` prints.
+pub fn desired_objects(plan: &Plan, delivery: Delivery) -> Vec<DesiredObject> {
+    let plugins = plan
+        .wasm_plugins
+        .iter()
+        .map(|plugin| GatewayFilter::deliver(plugin, delivery).to_value());
     let services = plan.virtual_services.iter().map(serde_json::to_value);
     plugins
         .chain(services)
@@ -142,7 +145,7 @@ impl Reconciler {
             tracing::warn!(object = %error.object, error = %error.message, "skipping an object that cannot be read");
             self.metrics.error(ErrorKind::Decode);
         }
-        let published = snapshot.published(&instance);
+        let published = snapshot.published(&instance, self.settings.delivery);
         let previous: planner::PreviousConfigs = published
             .configs
             .iter()
@@ -279,7 +282,8 @@ impl Reconciler {
                         self.publishing.scope.contains(&key.namespace)
                             && !retained.contains(&key.namespace)
                     }
-                    ManagedKind::WasmPlugin => true,
+                    // The other delivery's object goes once this one is written.
+                    ManagedKind::WasmPlugin | ManagedKind::EnvoyFilter => true,
                 })
                 .cloned()
                 .collect();
@@ -325,8 +329,8 @@ impl Reconciler {
         DesiredObject::from_value(serde_json::to_value(&service).ok()?)
     }
 
-    /// The WasmPlugin of one gateway under this instance's name, stamped with when its
-    /// filter config last changed (kept as published when the config is unchanged).
+    /// The WasmPlugin (or EnvoyFilter) of one gateway under this instance's name, stamped
+    /// with when its filter config last changed (kept as published when unchanged).
     fn plugin_object(
         &self,
         plugin_namespace: &str,
@@ -344,7 +348,8 @@ impl Reconciler {
             CONFIG_CHANGED_ANNOTATION.to_string(),
             changed_at.to_string(),
         )]));
-        DesiredObject::from_value(serde_json::to_value(&plugin).ok()?)
+        let object = GatewayFilter::deliver(&plugin, self.settings.delivery);
+        DesiredObject::from_value(object.to_value().ok()?)
     }
 
     /// Queues the Events the plan's report calls for (never waiting: the Event task

@@ -15,9 +15,11 @@ use super::staging::{Published, PublishedConfig, PublishedModels, CONFIG_CHANGED
 use modelsplit_core::planner::{Observed, PreviousConfigs};
 use modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME;
 use modelsplit_core::resources::{
-    InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin,
+    EnvoyFilter, InferenceService, Namespace, ServingRuntime, VirtualService, WasmPlugin,
 };
 use modelsplit_core::routing::modelmesh_host;
+use modelsplit_core::settings::Delivery;
+use modelsplit_filter::config::FilterConfig;
 
 /// The watched objects at one moment. Objects are shared with the reflector stores, not
 /// copied: a pass over 10,000 isvcs would otherwise copy them all.
@@ -26,7 +28,7 @@ pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
     pub serving_runtimes: Vec<Arc<DynamicObject>>,
     pub inference_services: Vec<Arc<DynamicObject>>,
-    /// WasmPlugins and VirtualServices labelled as managed by modelsplit.
+    /// WasmPlugins, EnvoyFilters and VirtualServices labelled as managed by modelsplit.
     pub managed: ObservedObjects,
 }
 
@@ -38,7 +40,7 @@ pub struct DecodeError {
 }
 
 impl Snapshot {
-    /// Adds a watched WasmPlugin or VirtualService under its key.
+    /// Adds a watched WasmPlugin, EnvoyFilter or VirtualService under its key.
     pub fn insert_managed(&mut self, kind: ManagedKind, object: impl Into<Arc<DynamicObject>>) {
         let object = object.into();
         let key = ObjectKey {
@@ -69,48 +71,50 @@ impl Snapshot {
     }
 
     /// What instance `instance` has published: the filter configuration of each of its
-    /// WasmPlugins (last-known-good, and when it last changed) and the models each of its
-    /// VirtualServices routes. A damaged WasmPlugin counts as absent (logged): its groups
-    /// get no last good split.
-    pub fn published(&self, instance: &str) -> Published {
+    /// WasmPlugins or EnvoyFilters (last-known-good, and when it last changed) and the
+    /// models each of its VirtualServices routes. Where a gateway has both (the delivery is
+    /// being switched), the kind `delivery` publishes counts. A damaged one counts as absent
+    /// (logged): its groups get no last good split.
+    pub fn published(&self, instance: &str, delivery: Delivery) -> Published {
         let mut published = Published::default();
+        let preferred = match delivery {
+            Delivery::WasmPlugin => ManagedKind::WasmPlugin,
+            Delivery::EnvoyFilter => ManagedKind::EnvoyFilter,
+        };
         for (key, object) in &self.managed {
             if key.name != instance {
                 continue;
             }
-            match key.kind {
-                ManagedKind::WasmPlugin => {
-                    let config = decode::<WasmPlugin>(object)
-                        .map_err(|e| e.to_string())
-                        .and_then(|plugin| plugin.filter_config().map_err(|e| e.to_string()));
-                    match config {
-                        Ok(config) => {
-                            let changed_at = object
-                                .metadata
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get(CONFIG_CHANGED_ANNOTATION))
-                                .and_then(|t| t.parse().ok());
-                            published.configs.insert(
-                                key.namespace.clone(),
-                                PublishedConfig { config, changed_at },
-                            );
-                        }
-                        Err(error) => tracing::warn!(
-                            object = %key,
-                            %error,
-                            "published pluginConfig is unreadable; its groups have no last good split"
-                        ),
-                    }
+            if key.kind.carries_filter() {
+                if key.kind != preferred
+                    && has_key(&self.managed, preferred, &key.namespace, instance)
+                {
+                    continue;
                 }
-                ManagedKind::VirtualService => {
-                    if let Ok(service) = decode::<VirtualService>(object) {
-                        published.routes.insert(
+                match published_config(key.kind, object) {
+                    Ok(config) => {
+                        let changed_at = object
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(CONFIG_CHANGED_ANNOTATION))
+                            .and_then(|t| t.parse().ok());
+                        published.configs.insert(
                             key.namespace.clone(),
-                            routed_models(&key.namespace, &service),
+                            PublishedConfig { config, changed_at },
                         );
                     }
+                    Err(error) => tracing::warn!(
+                        object = %key,
+                        %error,
+                        "published filter configuration is unreadable; its groups have no last good split"
+                    ),
                 }
+            } else if let Ok(service) = decode::<VirtualService>(object) {
+                published.routes.insert(
+                    key.namespace.clone(),
+                    routed_models(&key.namespace, &service),
+                );
             }
         }
         published
@@ -118,7 +122,7 @@ impl Snapshot {
 
     /// Last-known-good filter configurations of the default instance (see [`Self::published`]).
     pub fn previous_configs(&self) -> PreviousConfigs {
-        self.published(WASM_PLUGIN_NAME)
+        self.published(WASM_PLUGIN_NAME, Delivery::default())
             .configs
             .into_iter()
             .map(|(ns, p)| (ns, p.config))
@@ -137,6 +141,26 @@ impl Snapshot {
                 ))
             })
             .collect()
+    }
+}
+
+fn has_key(managed: &ObservedObjects, kind: ManagedKind, namespace: &str, name: &str) -> bool {
+    managed.contains_key(&ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The filter configuration a WasmPlugin or EnvoyFilter carries.
+fn published_config(kind: ManagedKind, object: &DynamicObject) -> Result<FilterConfig, String> {
+    match kind {
+        ManagedKind::EnvoyFilter => decode::<EnvoyFilter>(object)
+            .map_err(|e| e.to_string())
+            .and_then(|filter| filter.filter_config().map_err(|e| e.to_string())),
+        _ => decode::<WasmPlugin>(object)
+            .map_err(|e| e.to_string())
+            .and_then(|plugin| plugin.filter_config().map_err(|e| e.to_string())),
     }
 }
 
@@ -192,4 +216,63 @@ fn routed_models(namespace: &str, service: &VirtualService) -> PublishedModels {
         }
     }
     models
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelsplit_core::encode::envoy_filter::envoy_filter;
+    use modelsplit_core::settings::Settings;
+    use modelsplit_filter::config::{GroupConfig, MemberConfig};
+
+    fn config(one: u32) -> FilterConfig {
+        let member = |name: &str, weight| MemberConfig {
+            name: name.into(),
+            weight,
+        };
+        FilterConfig {
+            groups: vec![GroupConfig {
+                namespace: "apps".into(),
+                name: "ai-model".into(),
+                members: vec![member("one", one), member("two", 10_000 - one)],
+                grpc: true,
+                sticky_header: None,
+            }],
+            ..FilterConfig::default()
+        }
+    }
+
+    fn dynamic(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn plugin(one: u32) -> WasmPlugin {
+        WasmPlugin::for_gateway("istio-system", &config(one), &Settings::default())
+    }
+
+    #[test]
+    fn the_delivered_kind_is_the_last_known_good_and_the_other_is_carried_over() {
+        let mut snapshot = Snapshot::default();
+        let as_plugin = dynamic(serde_json::to_value(plugin(8000)).unwrap());
+        let as_filter = dynamic(serde_json::to_value(envoy_filter(&plugin(5000))).unwrap());
+        snapshot.insert_managed(ManagedKind::WasmPlugin, as_plugin);
+
+        // Only a WasmPlugin: its split is carried over whichever delivery runs now.
+        for delivery in [Delivery::WasmPlugin, Delivery::EnvoyFilter] {
+            let published = snapshot.published(WASM_PLUGIN_NAME, delivery);
+            assert_eq!(published.configs["istio-system"].config, config(8000));
+        }
+
+        // Both (a switch under way): the kind being delivered counts.
+        snapshot.insert_managed(ManagedKind::EnvoyFilter, as_filter);
+        let published = snapshot.published(WASM_PLUGIN_NAME, Delivery::EnvoyFilter);
+        assert_eq!(published.configs["istio-system"].config, config(5000));
+        let published = snapshot.published(WASM_PLUGIN_NAME, Delivery::WasmPlugin);
+        assert_eq!(published.configs["istio-system"].config, config(8000));
+        // Another instance's objects are not this one's.
+        assert!(snapshot
+            .published("other", Delivery::EnvoyFilter)
+            .configs
+            .is_empty());
+    }
 }

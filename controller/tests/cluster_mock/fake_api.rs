@@ -71,6 +71,7 @@ pub fn collection(api_version: &str, kind: &str) -> String {
         "ServingRuntime" => "servingruntimes",
         "InferenceService" => "inferenceservices",
         "WasmPlugin" => "wasmplugins",
+        "EnvoyFilter" => "envoyfilters",
         "VirtualService" => "virtualservices",
         "Event" => "events",
         "Lease" => "leases",

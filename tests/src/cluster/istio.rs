@@ -215,6 +215,12 @@ impl IstioGateway {
             &GATEWAY_WORKERS.to_string(),
             // No shared memory for hot restart, so no base id to collide with another Envoy.
             "--disable-hot-restart",
+            // As istio-agent starts a gateway's Envoy: a replaced listener tells its clients
+            // to reconnect at once, and closes what is left after 45 s.
+            "--drain-strategy",
+            "immediate",
+            "--drain-time-s",
+            "45",
             "--admin-address-path",
             &admin_path.display().to_string(),
             "--log-level",
@@ -328,6 +334,29 @@ impl IstioGateway {
                 Some((name, serde_json::from_str(value.as_str()?).ok()?))
             })
             .collect()
+    }
+
+    /// Names of the HTTP filters of the gateway's active listeners, in chain order.
+    pub async fn active_http_filters(&self) -> Vec<String> {
+        let dump = self.admin("/config_dump?resource=dynamic_listeners").await;
+        let Ok(dump) = serde_json::from_str::<serde_json::Value>(&dump) else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for listener in dump["configs"].as_array().into_iter().flatten() {
+            let chains = listener.pointer("/active_state/listener/filter_chains");
+            for chain in chains.and_then(|c| c.as_array()).into_iter().flatten() {
+                for filter in chain["filters"].as_array().into_iter().flatten() {
+                    let http = filter.pointer("/typed_config/http_filters");
+                    for http_filter in http.and_then(|h| h.as_array()).into_iter().flatten() {
+                        if let Some(name) = http_filter["name"].as_str() {
+                            names.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        names
     }
 
     pub fn log(&self) -> String {

@@ -517,6 +517,24 @@ impl Cluster {
         .await;
         crate::observe::Tally::of(&observed, namespace)
     }
+
+    /// `total` gRPC ModelInfer calls naming `model` in the message's `model_name` and in
+    /// no header (as standard KServe clients call), tallied by member.
+    pub async fn grpc_tally_by_model_name(
+        &self,
+        namespace: &str,
+        model: &str,
+        total: usize,
+    ) -> crate::observe::Tally {
+        let client = crate::infer::grpc_client(&self.gateway.url("")).await;
+        let model = model.to_string();
+        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
+            let (mut client, model) = (client.clone(), model.clone());
+            async move { crate::infer::grpc_infer_by_model_name(&mut client, &model).await }
+        })
+        .await;
+        crate::observe::Tally::of(&observed, namespace)
+    }
 }
 
 /// One Event as `kubectl get events` shows it.

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::report::{GroupReport, Notice, NoticeReason, OversizedPlugin};
 use crate::resources::wasm_plugin::MAX_WASM_PLUGIN_BYTES;
-use crate::resources::{ObjectKind, WasmPlugin};
+use crate::resources::{GatewayFilter, ObjectKind, WasmPlugin};
 use crate::routing::{ExposedModel, NamespaceRoutes};
 use crate::settings::Settings;
 use modelsplit_filter::config::FilterConfig;
@@ -95,8 +95,9 @@ pub(super) fn gateway_plans(
 }
 
 /// The gateway's WasmPlugin (none without groups). One above [`MAX_WASM_PLUGIN_BYTES`]
-/// would be refused by the API server, so the gateway keeps its previously published
-/// configuration instead (or gets none), and says so in the second value.
+/// as published (a WasmPlugin, or an EnvoyFilter with `--delivery envoyfilter`) would be
+/// refused by the API server, so the gateway keeps its previously published configuration
+/// instead (or gets none), and says so in the second value.
 pub(super) fn plugin_within_limit(
     gateway: &mut GatewayPlan,
     previous: &PreviousConfigs,
@@ -105,8 +106,10 @@ pub(super) fn plugin_within_limit(
     if gateway.config.groups.is_empty() {
         return (None, None);
     }
+    let published_len =
+        |plugin: &WasmPlugin| GatewayFilter::deliver(plugin, settings.delivery).serialized_len();
     let plugin = WasmPlugin::for_gateway(&gateway.plugin_namespace, &gateway.config, settings);
-    let bytes = plugin.serialized_len();
+    let bytes = published_len(&plugin);
     if bytes <= MAX_WASM_PLUGIN_BYTES {
         return (Some(plugin), None);
     }
@@ -118,7 +121,7 @@ pub(super) fn plugin_within_limit(
             let plugin = WasmPlugin::for_gateway(&gateway.plugin_namespace, config, settings);
             (config, plugin)
         })
-        .filter(|(_, plugin)| plugin.serialized_len() <= MAX_WASM_PLUGIN_BYTES);
+        .filter(|(_, plugin)| published_len(plugin) <= MAX_WASM_PLUGIN_BYTES);
     let too_big = OversizedPlugin {
         plugin_namespace: gateway.plugin_namespace.clone(),
         bytes,
@@ -145,7 +148,7 @@ pub(super) fn oversized_notice(too_big: &OversizedPlugin) -> Notice {
     namespace_notice(
         &too_big.plugin_namespace,
         format!(
-            "filter configuration of this gateway is {} bytes as a WasmPlugin, above the limit of {MAX_WASM_PLUGIN_BYTES} bytes (the API server refuses objects over 1.5 MiB); {outcome}. Fix: split the groups over several gateways with the namespace annotations {GATEWAY_ANNOTATION} (or {MAISTRA_GATEWAY_NAMESPACE} and {MAISTRA_GATEWAY_NAME}), or shorten group and InferenceService names",
+            "filter configuration of this gateway is {} bytes as published (WasmPlugin or EnvoyFilter), above the limit of {MAX_WASM_PLUGIN_BYTES} bytes (the API server refuses objects over 1.5 MiB); {outcome}. Fix: split the groups over several gateways with the namespace annotations {GATEWAY_ANNOTATION} (or {MAISTRA_GATEWAY_NAMESPACE} and {MAISTRA_GATEWAY_NAME}), or shorten group and InferenceService names",
             too_big.bytes
         ),
     )

@@ -3,11 +3,15 @@
 //! Every type tolerates the fields real clusters add (unknown fields are ignored),
 //! so the same types serve `render` (manifests from files) and `run` (watchers).
 
+pub mod envoy_filter;
+pub mod gateway_filter;
 pub mod inference_service;
 pub mod serving_runtime;
 pub mod virtual_service;
 pub mod wasm_plugin;
 
+pub use envoy_filter::EnvoyFilter;
+pub use gateway_filter::GatewayFilter;
 pub use inference_service::InferenceService;
 pub use k8s_openapi::api::core::v1::Namespace;
 pub use serving_runtime::ServingRuntime;
