@@ -39,6 +39,31 @@ enum Command {
     /// Envoy applies one by one, so no request fails. Invalid edits keep the last good
     /// split. Start Envoy with `envoy -c OUT/bootstrap.json`.
     Local(LocalArgs),
+    /// Show what a gateway does with each group: configured weight, observed share,
+    /// requests/s and totals per member, and whether the split is in line with the weights.
+    ///
+    /// Reads the gateway's Envoy admin API: its filter configuration (config_dump) and the
+    /// filter's per-member counters (stats, at most 1 s behind). The local gateway's admin
+    /// is http://127.0.0.1:9901; for an Istio gateway, `kubectl -n istio-system port-forward
+    /// deploy/<gateway> 15000` and --admin http://127.0.0.1:15000.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Envoy's admin URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9901", value_parser = |s: &str| Admin::parse(s))]
+    admin: Admin,
+    /// Observe this long (counters are flushed every 0.5 s, so use 2 s or more); 0: totals
+    /// since the gateway started.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    window: f64,
+    /// Output format: table or json.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+    /// Repeat, one window after another, redrawing in place.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Args)]
@@ -197,6 +222,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => run_render(args),
         Command::Local(args) => run_local(args),
+        Command::Status(args) => run_status(args),
         Command::Run(args) => match args.settings.into_run_settings(&args.run) {
             Ok((settings, served)) => {
                 let code = modelsplit_controller::cluster::cli::main(args.run, settings, served);
@@ -235,6 +261,36 @@ fn run_render(args: RenderArgs) -> Result<ExitCode> {
         .write_all(yaml.as_bytes())
         .context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_status(args: StatusArgs) -> Result<ExitCode> {
+    use modelsplit_controller::status;
+    use std::io::IsTerminal;
+    if !(args.window.is_finite() && args.window >= 0.0) {
+        bail!("--window must be a number of seconds, 0 or more");
+    }
+    let window = std::time::Duration::from_secs_f64(args.window);
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let statuses = status::status(&args.admin, window)?;
+        let text = if args.output == "json" {
+            format!("{}\n", serde_json::to_string_pretty(&statuses)?)
+        } else {
+            status::table::render(&statuses, window, terminal)
+        };
+        let mut out = std::io::stdout().lock();
+        if args.watch && terminal {
+            out.write_all(b"\x1b[H\x1b[2J")?; // redraw in place
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        if !args.watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if window.is_zero() {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    }
 }
 
 fn run_local(args: LocalArgs) -> Result<ExitCode> {

@@ -86,7 +86,7 @@ impl Admin {
     }
 
     /// `GET path` over a fresh connection; the body as text.
-    fn get(&self, path: &str) -> std::io::Result<String> {
+    pub fn get(&self, path: &str) -> std::io::Result<String> {
         let address =
             self.authority.to_socket_addrs()?.next().ok_or_else(|| {
                 std::io::Error::other(format!("{} does not resolve", self.authority))

@@ -1,0 +1,85 @@
+//! `modelsplit status`: what a gateway does with each group, from its own numbers — the
+//! filter configurations it runs (`/config_dump`, ECDS) and the per-member counters the
+//! filter keeps (`/stats`), read through Envoy's admin API. The local gateway's admin is
+//! `http://127.0.0.1:9901`; an Istio gateway's is port 15000 of its pod
+//! (`kubectl -n istio-system port-forward deploy/<gateway> 15000`).
+
+pub mod report;
+pub mod table;
+
+use std::time::Duration;
+
+use crate::local::admin::{parse_stats, Admin};
+use modelsplit_filter::config::FilterConfig;
+use report::{group_statuses, GroupStatus, Readings};
+
+/// Why the gateway's numbers could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot read Envoy's admin API at {url}{path}: {source}. Is the gateway running and --admin its admin address? (An Istio gateway's is port 15000 of its pod: `kubectl -n istio-system port-forward deploy/<gateway> 15000`, then --admin http://127.0.0.1:15000)")]
+    Admin {
+        url: String,
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the gateway at {0} runs no modelsplit filter configuration (no ECDS filter whose configuration is one); has the controller published one, and does its selector match this gateway?")]
+    NoFilter(String),
+}
+
+const CONFIG_DUMP: &str = "/config_dump?resource=ecds_filters";
+const COUNTERS: &str = "/stats?filter=wasmcustom.modelsplit.requests";
+
+/// The modelsplit filter configurations a gateway runs.
+pub fn filter_configs(admin: &Admin) -> Result<Vec<FilterConfig>, StatusError> {
+    let dump = read(admin, CONFIG_DUMP)?;
+    let configs = configs_in_dump(&dump);
+    if configs.is_empty() {
+        return Err(StatusError::NoFilter(admin.url()));
+    }
+    Ok(configs)
+}
+
+/// Every ECDS filter configuration in a `config_dump` that parses as a modelsplit one.
+pub fn configs_in_dump(dump: &str) -> Vec<FilterConfig> {
+    let Ok(dump) = serde_json::from_str::<serde_json::Value>(dump) else {
+        return Vec::new();
+    };
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            c.pointer("/ecds_filter/typed_config/config/configuration/value")?
+                .as_str()
+        })
+        .filter_map(|json| FilterConfig::from_json(json.as_bytes()).ok())
+        .collect()
+}
+
+/// The per-member request counters now.
+pub fn readings(admin: &Admin) -> Result<Readings, StatusError> {
+    Ok(parse_stats(&read(admin, COUNTERS)?))
+}
+
+/// One status: the counters read `window` apart (a zero window: totals since start).
+pub fn status(admin: &Admin, window: Duration) -> Result<Vec<GroupStatus>, StatusError> {
+    let before = if window.is_zero() {
+        Readings::new()
+    } else {
+        let before = readings(admin)?;
+        std::thread::sleep(window);
+        before
+    };
+    // The configuration as it is at the end of the window.
+    let configs = filter_configs(admin)?;
+    let after = readings(admin)?;
+    Ok(group_statuses(&configs, &before, &after, window))
+}
+
+fn read(admin: &Admin, path: &'static str) -> Result<String, StatusError> {
+    admin.get(path).map_err(|source| StatusError::Admin {
+        url: admin.url(),
+        path,
+        source,
+    })
+}
