@@ -44,6 +44,14 @@ fn golden(name: &str, actual: &str) {
     );
 }
 
+/// The first document of a multi-document YAML text.
+fn first_document(yaml: &str) -> serde_yaml::Value {
+    serde_yaml::Deserializer::from_str(yaml)
+        .next()
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .unwrap()
+}
+
 /// Renders successfully and checks stdout and stderr against goldens.
 fn render_golden(name: &str, args: &[&str]) -> Output {
     let mut full = vec!["render"];
@@ -89,10 +97,7 @@ fn seed_example_renders_a_wasm_plugin_and_a_virtual_service() {
 #[test]
 fn the_plugin_config_is_what_the_filter_accepts() {
     let output = modelsplit(&["render", "-f", "fixtures/seed"]);
-    let first: serde_yaml::Value = serde_yaml::Deserializer::from_str(&stdout(&output))
-        .next()
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .unwrap();
+    let first = first_document(&stdout(&output));
     let json = serde_json::to_vec(&first["spec"]["pluginConfig"]).unwrap();
     let config = modelsplit_filter::config::FilterConfig::from_json(&json).unwrap();
     assert_eq!(config.groups[0].members[0].weight, 8000);
@@ -413,18 +418,11 @@ fn envoy_filter_delivery_renders_the_same_filter_and_config_as_an_envoy_filter()
     assert_eq!(yaml.matches("\nkind: EnvoyFilter\n").count(), 1);
     assert_eq!(yaml.matches("\nkind: WasmPlugin\n").count(), 0);
     assert_eq!(yaml.matches("\nkind: VirtualService\n").count(), 1);
-    let first: serde_yaml::Value = serde_yaml::Deserializer::from_str(&yaml)
-        .next()
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .unwrap();
     let filter: modelsplit_core::resources::EnvoyFilter =
-        serde_yaml::from_value(first).expect("an EnvoyFilter");
+        serde_yaml::from_value(first_document(&yaml)).expect("an EnvoyFilter");
     // The same configuration the WasmPlugin would carry.
     let plain = modelsplit(&["render", "-f", "fixtures/seed"]);
-    let plugin: serde_yaml::Value = serde_yaml::Deserializer::from_str(&stdout(&plain))
-        .next()
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .unwrap();
+    let plugin = first_document(&stdout(&plain));
     let json = serde_json::to_vec(&plugin["spec"]["pluginConfig"]).unwrap();
     let config = modelsplit_filter::config::FilterConfig::from_json(&json).unwrap();
     assert_eq!(filter.filter_config().unwrap(), config);

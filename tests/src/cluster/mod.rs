@@ -508,14 +508,8 @@ impl Cluster {
         model: &str,
         total: usize,
     ) -> crate::observe::Tally {
-        let client = crate::infer::grpc_client(&self.gateway.url("")).await;
-        let model = model.to_string();
-        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
-            let (mut client, model) = (client.clone(), model.clone());
-            async move { crate::infer::grpc_infer(&mut client, &model).await }
-        })
-        .await;
-        crate::observe::Tally::of(&observed, namespace)
+        self.grpc_tally_of(namespace, total, crate::infer::vmodel_request(model))
+            .await
     }
 
     /// `total` gRPC ModelInfer calls naming `model` in the message's `model_name` and in
@@ -526,11 +520,24 @@ impl Cluster {
         model: &str,
         total: usize,
     ) -> crate::observe::Tally {
+        self.grpc_tally_of(namespace, total, crate::infer::model_name_request(model))
+            .await
+    }
+
+    /// `total` copies of `request` through the gateway, tallied by member.
+    async fn grpc_tally_of(
+        &self,
+        namespace: &str,
+        total: usize,
+        request: tonic::Request<crate::kserve::ModelInferRequest>,
+    ) -> crate::observe::Tally {
         let client = crate::infer::grpc_client(&self.gateway.url("")).await;
-        let model = model.to_string();
+        let (metadata, message) = (request.metadata().clone(), request.into_inner());
         let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
-            let (mut client, model) = (client.clone(), model.clone());
-            async move { crate::infer::grpc_infer_by_model_name(&mut client, &model).await }
+            let mut client = client.clone();
+            let mut request = tonic::Request::new(message.clone());
+            *request.metadata_mut() = metadata.clone();
+            async move { crate::observe::Observed::from_grpc(&client.model_infer(request).await) }
         })
         .await;
         crate::observe::Tally::of(&observed, namespace)
