@@ -62,7 +62,9 @@ need_deb ca-certificates
 need_deb curl
 need_deb protobuf-compiler
 need_deb openssl   # certificates of the cluster tests' API server
-need_deb docker-compose   # validates envoy/docker-compose.yaml (`docker-compose config`); no engine needed
+need_deb docker-compose   # runs envoy/docker-compose.yaml in tests/tests/docker_compose.rs
+command -v dockerd >/dev/null 2>&1 || need_deb docker.io   # the Docker engine for it
+command -v debootstrap >/dev/null 2>&1 || need_deb debootstrap   # its base image (no registry needed)
 # Node.js 20 or later for scripts/test-wasm-core.sh: fetched below (scripts/find-node.sh), as
 # Debian 12's and Ubuntu 24.04's nodejs (18) cannot run the wasm-bindgen test harness.
 command -v python3 >/dev/null 2>&1 || need_deb python3   # scripts/demo.sh edits a manifest with it
@@ -105,6 +107,14 @@ fi
 if [ "${#missing_debs[@]}" -gt 0 ]; then
   step "installing distribution packages: ${missing_debs[*]}"
   apt_install "${missing_debs[@]}"
+fi
+
+# The compose test builds with BuildKit: Debian 12's docker.io client has it built in; newer
+# clients (Ubuntu 24.04's) need the buildx plugin.
+if command -v docker >/dev/null 2>&1 && ! docker buildx version >/dev/null 2>&1 \
+    && ! installed docker-buildx && has_candidate docker-buildx; then
+  step "installing docker-buildx (BuildKit for the compose test's image builds)"
+  apt_install docker-buildx
 fi
 
 # Ubuntu 24.04's docker-compose (1.29, Python) imports distutils, which Python 3.12 no longer

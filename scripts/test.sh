@@ -3,7 +3,8 @@
 #   formatting and lints, native unit tests (filter core, controller planner, render goldens),
 #   the filter core compiled to wasm32 under Node, and end-to-end tests through a real Envoy
 #   1.40 loading the built filter, the controller on a real control plane (kube-apiserver, etcd
-#   and istiod built from their Go modules, cached), and a short fuzz run of the filter core.
+#   and istiod built from their Go modules, cached), envoy/docker-compose.yaml up in a real
+#   Docker engine, and a short fuzz run of the filter core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -36,7 +37,10 @@ step "control plane for the cluster tests: kube-apiserver, etcd, kubectl, istiod
 MODELSPLIT_CONTROL_PLANE="$(tests/control-plane/build.sh)"
 export MODELSPLIT_CONTROL_PLANE
 
-step "cargo test (unit, planner, golden, end-to-end through real Envoy, real control plane)"
+step "a Docker engine for the compose test (started when none runs)"
+scripts/start-docker.sh
+
+step "cargo test (unit, planner, golden, end-to-end through real Envoy, real control plane, Docker compose)"
 cargo test --workspace
 
 step "filter core tests compiled to wasm32, run under Node (wasm-bindgen-test)"

@@ -284,6 +284,14 @@ pub const BUDGET: &[Assertion] = {
             &[80, 20],
             Exactly(2000),
         ),
+        a("docker_compose.rs", "REST 80/20", &[80, 20], Exactly(2000)),
+        a("docker_compose.rs", "gRPC 80/20", &[80, 20], Exactly(2000)),
+        a(
+            "docker_compose.rs",
+            "REST 50/50 after the edit",
+            &[50, 50],
+            Exactly(2000),
+        ),
         a(
             "cluster_install.rs",
             "guide: REST 80/20",
@@ -313,6 +321,7 @@ pub const CALL_SITES: &[(&str, usize)] = &[
     ("cluster_gateway.rs", 1),
     ("cluster_grpc_model_name.rs", 1),
     ("cluster_install.rs", 1),
+    ("docker_compose.rs", 1),
 ];
 
 /// Exact tail probabilities of Pearson's statistic for two or three cells, for the

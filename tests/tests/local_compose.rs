@@ -1,7 +1,7 @@
-//! envoy/docker-compose.yaml cannot run here (no Docker engine), so its wiring is
-//! checked against the code it must agree with: the container bootstrap's paths
-//! and ports, `modelsplit local`'s flags, and the stand-in services. Where
-//! `docker-compose` (or `docker compose`) is installed, `config` must accept it too.
+//! envoy/docker-compose.yaml's wiring, checked against the code it must agree with: the
+//! container bootstrap's paths and ports, `modelsplit local`'s flags, and the stand-in
+//! services; `docker-compose config` must accept it. Brought up for real in a Docker
+//! engine by `docker_compose.rs`.
 
 use modelsplit_controller::local::envoy_files::{render_bootstrap, BootstrapSettings};
 use serde_yaml::Value;
