@@ -168,8 +168,33 @@ impl Cluster {
     /// what the gateway's Wasm and module fetches show.
     pub async fn wait_routed(&self, namespace: &str, group: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        let http = crate::http::HttpClient::default();
+        let url = self
+            .gateway
+            .url(&format!("/modelmesh/{namespace}/v2/models/{group}/infer"));
         loop {
-            let probe = self.rest_tally(namespace, group, 20).await;
+            // A gateway just (re)started may not accept connections yet: not routed either.
+            let mut probe = crate::observe::Tally::default();
+            for _ in 0..20 {
+                let body = serde_json::json!({"inputs": []});
+                match http.post_json(&url, &[], &body).await {
+                    Ok(reply) => {
+                        let observed = crate::observe::Observed::from_rest(&reply);
+                        if let Some(problem) = observed.problem(namespace) {
+                            probe.problem_count += 1;
+                            probe.problems.push(problem);
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("wait_routed: the gateway does not take the call yet: {error}");
+                        probe.problem_count += 1;
+                        probe.problems.push(error.to_string());
+                    }
+                }
+                if probe.problem_count > 0 {
+                    break;
+                }
+            }
             if probe.problem_count == 0 {
                 return;
             }
