@@ -169,13 +169,15 @@ impl Reconciler {
 
         // Stage 1: routes for old and new members.
         let stage = staging::route_stage(&plan, &published, now, grace);
-        let route_objects: Vec<DesiredObject> = stage
+        let in_scope: Vec<&NamespaceRoutes> = stage
             .routes
             .iter()
             .filter(|r| self.publishing.scope.contains(&r.namespace))
-            .filter_map(|r| self.route_object(r))
             .collect();
-        let route_results = writer.apply_all(&route_objects, &snapshot.managed).await;
+        let build = |routes: &&NamespaceRoutes| self.route_object(routes);
+        let route_results = writer
+            .apply_each(&in_scope, &build, &snapshot.managed)
+            .await;
         let mut confirmed: BTreeSet<String> = route_results
             .iter()
             .filter(|(_, result)| result.is_ok())
@@ -223,7 +225,14 @@ impl Reconciler {
 
         // Stage 2: filter configs, moving only groups whose routes are in place.
         let configs = staging::config_stage(&plan, &published, &confirmed);
-        let mut wanted: BTreeSet<ObjectKey> = route_objects.iter().map(|o| o.key.clone()).collect();
+        let mut wanted: BTreeSet<ObjectKey> = in_scope
+            .iter()
+            .map(|r| ObjectKey {
+                kind: ManagedKind::VirtualService,
+                namespace: r.namespace.clone(),
+                name: instance.clone(),
+            })
+            .collect();
         let mut plugin_objects = Vec::new();
         let mut wake_at = stage.wake_at;
         for (plugin_namespace, config) in &configs {

@@ -12,6 +12,7 @@ use super::apply::{ObjectKey, ObservedObjects};
 use super::events::IsvcUids;
 use super::kinds::ManagedKind;
 use super::staging::{Published, PublishedConfig, PublishedModels, CONFIG_CHANGED_ANNOTATION};
+use super::trim;
 use modelsplit_core::planner::{Observed, PreviousConfigs};
 use modelsplit_core::resources::wasm_plugin::WASM_PLUGIN_NAME;
 use modelsplit_core::resources::{
@@ -20,6 +21,7 @@ use modelsplit_core::resources::{
 use modelsplit_core::routing::modelmesh_host;
 use modelsplit_core::settings::Delivery;
 use modelsplit_filter::config::FilterConfig;
+use serde_json::Value;
 
 /// The watched objects at one moment. Objects are shared with the reflector stores, not
 /// copied: a pass over 10,000 isvcs would otherwise copy them all.
@@ -91,7 +93,7 @@ impl Snapshot {
                 {
                     continue;
                 }
-                match published_config(key.kind, object) {
+                match summarised_config(key.kind, object) {
                     Ok(config) => {
                         let changed_at = object
                             .metadata
@@ -110,11 +112,16 @@ impl Snapshot {
                         "published filter configuration is unreadable; its groups have no last good split"
                     ),
                 }
-            } else if let Ok(service) = decode::<VirtualService>(object) {
-                published.routes.insert(
-                    key.namespace.clone(),
-                    routed_models(&key.namespace, &service),
-                );
+            } else {
+                let models = match trim::summary(object) {
+                    Some(summary) => summary
+                        .get("routedModels")
+                        .and_then(|m| serde_json::from_value(m.clone()).ok()),
+                    None => virtual_service_models(object),
+                };
+                if let Some(models) = models {
+                    published.routes.insert(key.namespace.clone(), models);
+                }
             }
         }
         published
@@ -152,8 +159,34 @@ fn has_key(managed: &ObservedObjects, kind: ManagedKind, namespace: &str, name: 
     })
 }
 
+/// The filter configuration of a published WasmPlugin or EnvoyFilter, from its summary when
+/// it was trimmed to one ([`trim::SUMMARY_KEY`]).
+fn summarised_config(kind: ManagedKind, object: &DynamicObject) -> Result<FilterConfig, String> {
+    let Some(summary) = trim::summary(object) else {
+        return published_config(kind, object);
+    };
+    if let Some(error) = summary.get("filterConfigError") {
+        return Err(error.as_str().unwrap_or("unreadable").to_string());
+    }
+    let text = summary
+        .get("filterConfig")
+        .and_then(Value::as_str)
+        .ok_or("no filter configuration in the summary")?;
+    FilterConfig::from_json(text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The models a published VirtualService routes (None when it cannot be read).
+pub(super) fn virtual_service_models(object: &DynamicObject) -> Option<PublishedModels> {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let service = decode::<VirtualService>(object).ok()?;
+    Some(routed_models(namespace, &service))
+}
+
 /// The filter configuration a WasmPlugin or EnvoyFilter carries.
-fn published_config(kind: ManagedKind, object: &DynamicObject) -> Result<FilterConfig, String> {
+pub(super) fn published_config(
+    kind: ManagedKind,
+    object: &DynamicObject,
+) -> Result<FilterConfig, String> {
     match kind {
         ManagedKind::EnvoyFilter => decode::<EnvoyFilter>(object)
             .map_err(|e| e.to_string())
@@ -165,7 +198,7 @@ fn published_config(kind: ManagedKind, object: &DynamicObject) -> Result<FilterC
 }
 
 fn decode<T: DeserializeOwned>(object: &DynamicObject) -> Result<T, serde_json::Error> {
-    serde_json::to_value(object).and_then(serde_json::from_value)
+    trim::unpack(object).and_then(serde_json::from_value)
 }
 
 fn decode_all<T: DeserializeOwned>(

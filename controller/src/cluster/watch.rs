@@ -167,7 +167,7 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
                 kind.kind(),
                 None,
                 Some(managed_selector.clone()),
-                trim::object,
+                trim::published(kind),
             );
             (kind, store)
         })
