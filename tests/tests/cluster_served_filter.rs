@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use modelsplit_controller::cluster::filter_module::sha256_hex;
 use modelsplit_e2e::cluster::controller::Controller;
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
 use modelsplit_e2e::gateway::require_filter_wasm;
@@ -28,14 +29,6 @@ use serde_json::Value;
 const NS: &str = "modelmesh-apps";
 const MODELS: &[&str] = &["ai-model-one", "ai-model-two"];
 const IN_FORCE: Duration = Duration::from_secs(60);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The URL the controller publishes for a module with digest `sha` (the defaults).
 fn served_url(sha: &str) -> String {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use modelsplit_controller::cluster::filter_module::sha256_hex;
 use modelsplit_e2e::gateway::{envoy_binary, require_filter_wasm};
 use modelsplit_e2e::http::HttpClient;
 use modelsplit_e2e::infer::{grpc_client, grpc_infer, rest_infer};
@@ -167,14 +168,6 @@ fn build_images(work: &Path) {
     .unwrap();
     build(&envoy.join("Dockerfile"), &envoy, ENVOY, &[]);
     eprintln!("FIGURE images built in {:?}", started.elapsed());
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The filter image as Istio's agent unpacks it: exactly one layer, holding exactly
