@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
+use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::split::check_split;
 
 const NS: &str = "modelmesh-apps";
@@ -58,6 +59,43 @@ async fn assert_split(cluster: &Cluster, grpc: bool, total: usize, one: u32, two
     assert!(check.passes(), "{check}");
 }
 
+/// `modelsplit status` on istiod's gateway (its admin port, as `kubectl port-forward` gives
+/// it): the group with its configured 80/20 and the requests just sent, counted by member.
+async fn assert_status_shows_the_split(cluster: &Cluster) {
+    // Counters reach Envoy's stats on the filter's tick (at most 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let output = std::process::Command::new(modelsplit_binary())
+        .args(["status", "--window=0", "-o", "json"])
+        .arg(format!(
+            "--admin=http://127.0.0.1:{}",
+            cluster.gateway.admin_port
+        ))
+        .output()
+        .expect("modelsplit status runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let group = status
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["namespace"] == NS && g["group"] == "ai-model")
+        .unwrap_or_else(|| panic!("no {NS}/ai-model in {status:#}"));
+    let members = group["members"].as_array().expect("members");
+    let weights: Vec<f64> = members
+        .iter()
+        .map(|m| m["weight_percent"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights, [80.0, 20.0], "{group:#}");
+    // 2,000 REST and 2,000 gRPC calls were split just now (and a few probes before).
+    let total: u64 = members.iter().map(|m| m["total"].as_u64().unwrap()).sum();
+    assert!(total >= 4000, "{group:#}");
+    eprintln!("modelsplit status on istiod's gateway: {group}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     let cluster = Cluster::start(&[(NS, MODELS)]).await;
@@ -76,6 +114,7 @@ async fn a_labelled_group_splits_rest_and_grpc_and_follows_annotations() {
     assert_split(&cluster, false, 2000, 80, 20).await;
 
     assert_split(&cluster, true, 2000, 80, 20).await;
+    assert_status_shows_the_split(&cluster).await;
 
     let ready = cluster
         .wait_event(NS, "GroupReady", "InferenceService/ai-model-one", IN_FORCE)
