@@ -28,7 +28,7 @@ pub enum RenderError {
 pub fn to_yaml(plan: &Plan, delivery: Delivery) -> Result<String, RenderError> {
     let mut documents = Vec::new();
     for plugin in &plan.wasm_plugins {
-        let filter = GatewayFilter::deliver(plugin, delivery);
+        let filter = GatewayFilter::deliver(plugin.clone(), delivery);
         documents.push(object_yaml(filter.kind(), filter.metadata(), &filter)?);
     }
     for service in &plan.virtual_services {

@@ -96,10 +96,8 @@ pub fn is_unchanged(desired: &Value, observed: &DynamicObject) -> bool {
     };
     subset("labels", &observed.metadata.labels)
         && subset("annotations", &observed.metadata.annotations)
-        && match super::trim::summary(observed).and_then(|s| s.get("specDigest")) {
-            Some(digest) => {
-                digest.as_str() == Some(&spec_digest(desired.get("spec").unwrap_or(&Value::Null)))
-            }
+        && match super::trim::summarised_digest(observed) {
+            Some(digest) => digest == spec_digest(desired.get("spec").unwrap_or(&Value::Null)),
             None => json_equal(
                 desired.get("spec").unwrap_or(&Value::Null),
                 observed.data.get("spec").unwrap_or(&Value::Null),
@@ -110,17 +108,12 @@ pub fn is_unchanged(desired: &Value, observed: &DynamicObject) -> bool {
 /// SHA-256 of `spec` written canonically: object keys sorted, numbers by value (an integral
 /// `80.0` as `80`), so that two specs [`json_equal`] calls equal have the same digest.
 pub fn spec_digest(spec: &Value) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    canonical(spec, &mut context);
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut text = Vec::new();
+    canonical(spec, &mut text);
+    super::filter_module::sha256_hex(&text)
 }
 
-fn canonical(value: &Value, out: &mut ring::digest::Context) {
+fn canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Number(n) => {
             let text = match (n.as_i64(), n.as_u64(), n.as_f64()) {
@@ -129,29 +122,29 @@ fn canonical(value: &Value, out: &mut ring::digest::Context) {
                 (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).to_string(),
                 _ => n.to_string(),
             };
-            out.update(text.as_bytes());
+            out.extend_from_slice(text.as_bytes());
         }
         Value::Array(items) => {
-            out.update(b"[");
+            out.push(b'[');
             for item in items {
                 canonical(item, out);
-                out.update(b",");
+                out.push(b',');
             }
-            out.update(b"]");
+            out.push(b']');
         }
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.update(b"{");
+            out.push(b'{');
             for key in keys {
-                out.update(Value::String(key.clone()).to_string().as_bytes());
-                out.update(b":");
+                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+                out.push(b':');
                 canonical(&map[key], out);
-                out.update(b",");
+                out.push(b',');
             }
-            out.update(b"}");
+            out.push(b'}');
         }
-        other => out.update(other.to_string().as_bytes()),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
 }
 
@@ -200,16 +193,9 @@ impl Writer<'_> {
         // future fail `Send` for spawned passes (rustc's higher-ranked lifetime limits).
         let calls: Vec<_> = desired
             .iter()
-            .map(|object| self.apply_one(object, observed))
+            .map(|object| async move { Some(self.apply_one(object, observed).await) })
             .collect();
-        let results: Vec<WriteResult> = stream::iter(calls)
-            .buffered(PARALLEL_WRITES)
-            .collect()
-            .await;
-        for (key, result) in &results {
-            self.record(key, result);
-        }
-        results
+        self.write_buffered(calls).await
     }
 
     /// Like [`Self::apply_all`] for objects made only when their write starts, by `build`
@@ -228,6 +214,15 @@ impl Writer<'_> {
                 Some(self.apply_one(&object, observed).await)
             })
             .collect();
+        self.write_buffered(calls).await
+    }
+
+    /// Runs `calls` up to [`PARALLEL_WRITES`] at a time and records each result, in the
+    /// order of `calls` (a call that wrote nothing gives None).
+    async fn write_buffered<F>(&self, calls: Vec<F>) -> Vec<WriteResult>
+    where
+        F: std::future::Future<Output = Option<WriteResult>>,
+    {
         let results: Vec<WriteResult> = stream::iter(calls)
             .buffered(PARALLEL_WRITES)
             .filter_map(|result| async move { result })

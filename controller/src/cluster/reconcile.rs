@@ -33,7 +33,7 @@ pub fn desired_objects(plan: &Plan, delivery: Delivery) -> Vec<DesiredObject> {
     let plugins = plan
         .wasm_plugins
         .iter()
-        .map(|plugin| GatewayFilter::deliver(plugin, delivery).to_value());
+        .map(|plugin| GatewayFilter::deliver(plugin.clone(), delivery).to_value());
     let services = plan.virtual_services.iter().map(serde_json::to_value);
     plugins
         .chain(services)
@@ -357,7 +357,7 @@ impl Reconciler {
             CONFIG_CHANGED_ANNOTATION.to_string(),
             changed_at.to_string(),
         )]));
-        let object = GatewayFilter::deliver(&plugin, self.settings.delivery);
+        let object = GatewayFilter::deliver(plugin, self.settings.delivery);
         DesiredObject::from_value(object.to_value().ok()?)
     }
 

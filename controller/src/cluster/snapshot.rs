@@ -21,7 +21,6 @@ use modelsplit_core::resources::{
 use modelsplit_core::routing::modelmesh_host;
 use modelsplit_core::settings::Delivery;
 use modelsplit_filter::config::FilterConfig;
-use serde_json::Value;
 
 /// The watched objects at one moment. Objects are shared with the reflector stores, not
 /// copied: a pass over 10,000 isvcs would otherwise copy them all.
@@ -113,12 +112,8 @@ impl Snapshot {
                     ),
                 }
             } else {
-                let models = match trim::summary(object) {
-                    Some(summary) => summary
-                        .get("routedModels")
-                        .and_then(|m| serde_json::from_value(m.clone()).ok()),
-                    None => virtual_service_models(object),
-                };
+                let models = trim::summarised_models(object)
+                    .unwrap_or_else(|| virtual_service_models(object));
                 if let Some(models) = models {
                     published.routes.insert(key.namespace.clone(), models);
                 }
@@ -162,17 +157,7 @@ fn has_key(managed: &ObservedObjects, kind: ManagedKind, namespace: &str, name: 
 /// The filter configuration of a published WasmPlugin or EnvoyFilter, from its summary when
 /// it was trimmed to one ([`trim::SUMMARY_KEY`]).
 fn summarised_config(kind: ManagedKind, object: &DynamicObject) -> Result<FilterConfig, String> {
-    let Some(summary) = trim::summary(object) else {
-        return published_config(kind, object);
-    };
-    if let Some(error) = summary.get("filterConfigError") {
-        return Err(error.as_str().unwrap_or("unreadable").to_string());
-    }
-    let text = summary
-        .get("filterConfig")
-        .and_then(Value::as_str)
-        .ok_or("no filter configuration in the summary")?;
-    FilterConfig::from_json(text.as_bytes()).map_err(|e| e.to_string())
+    trim::summarised_config(object).unwrap_or_else(|| published_config(kind, object))
 }
 
 /// The models a published VirtualService routes (None when it cannot be read).

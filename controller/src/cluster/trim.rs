@@ -20,7 +20,10 @@ use serde_json::{json, Map, Value};
 use super::apply::spec_digest;
 use super::kinds::ManagedKind;
 use super::snapshot;
+use super::staging::PublishedModels;
 use modelsplit_core::resources::inference_service::FRAMEWORK_KEYS;
+use modelsplit_filter::config::FilterConfig;
+use serde::Deserialize;
 
 /// Where a published object watched back keeps, instead of its spec, what the controller
 /// reads of it: the spec's digest (to tell whether a write would change it) and, for a
@@ -29,9 +32,45 @@ use modelsplit_core::resources::inference_service::FRAMEWORK_KEYS;
 /// size of its text; at 10,000 isvcs the 200 VirtualServices alone are 12 MB of it.
 pub const SUMMARY_KEY: &str = "modelsplitSummary";
 
+// The summary's fields; written and read only here.
+const DIGEST: &str = "specDigest";
+const ROUTED_MODELS: &str = "routedModels";
+const FILTER_CONFIG: &str = "filterConfig";
+const FILTER_CONFIG_ERROR: &str = "filterConfigError";
+
 /// The summary of a trimmed published object, if it is one.
 pub fn summary(object: &DynamicObject) -> Option<&Map<String, Value>> {
     object.data.get(SUMMARY_KEY)?.as_object()
+}
+
+/// The digest of a summarised object's spec ([`spec_digest`]); None when not summarised.
+pub fn summarised_digest(object: &DynamicObject) -> Option<&str> {
+    summary(object)?.get(DIGEST)?.as_str()
+}
+
+/// The filter configuration a summarised WasmPlugin or EnvoyFilter carries, or why it
+/// cannot be read; None when the object was not summarised.
+pub fn summarised_config(object: &DynamicObject) -> Option<Result<FilterConfig, String>> {
+    let summary = summary(object)?;
+    if let Some(error) = summary.get(FILTER_CONFIG_ERROR) {
+        return Some(Err(error.as_str().unwrap_or("unreadable").to_string()));
+    }
+    let config = match summary.get(FILTER_CONFIG).and_then(Value::as_str) {
+        Some(text) => FilterConfig::from_json(text.as_bytes()).map_err(|e| e.to_string()),
+        None => Err("no filter configuration in the summary".to_string()),
+    };
+    Some(config)
+}
+
+/// The models a summarised VirtualService routes (the inner None: it could not be read);
+/// None when the object was not summarised.
+pub fn summarised_models(object: &DynamicObject) -> Option<Option<PublishedModels>> {
+    let summary = summary(object)?;
+    Some(
+        summary
+            .get(ROUTED_MODELS)
+            .and_then(|models| PublishedModels::deserialize(models).ok()),
+    )
 }
 
 /// The annotation `kubectl apply` keeps a full copy of the object in.
@@ -65,14 +104,14 @@ fn published_envoy_filter(object: &mut DynamicObject) {
 fn summarise_filter_carrier(kind: ManagedKind, object: &mut DynamicObject) {
     metadata(&mut object.metadata);
     let mut summary = Map::new();
-    summary.insert("specDigest".into(), json!(spec_digest(spec(object))));
+    summary.insert(DIGEST.into(), json!(spec_digest(spec(object))));
     match snapshot::published_config(kind, object) {
         Ok(config) => {
             let text = serde_json::to_string(&config).unwrap_or_default();
-            summary.insert("filterConfig".into(), json!(text));
+            summary.insert(FILTER_CONFIG.into(), json!(text));
         }
         Err(error) => {
-            summary.insert("filterConfigError".into(), json!(error));
+            summary.insert(FILTER_CONFIG_ERROR.into(), json!(error));
         }
     }
     object.data = json!({ SUMMARY_KEY: summary });
@@ -81,9 +120,9 @@ fn summarise_filter_carrier(kind: ManagedKind, object: &mut DynamicObject) {
 fn published_virtual_service(object: &mut DynamicObject) {
     metadata(&mut object.metadata);
     let mut summary = Map::new();
-    summary.insert("specDigest".into(), json!(spec_digest(spec(object))));
+    summary.insert(DIGEST.into(), json!(spec_digest(spec(object))));
     if let Some(models) = snapshot::virtual_service_models(object) {
-        summary.insert("routedModels".into(), json!(models));
+        summary.insert(ROUTED_MODELS.into(), json!(models));
     }
     object.data = json!({ SUMMARY_KEY: summary });
 }
@@ -309,8 +348,10 @@ mod tests {
         }));
         let mut trimmed = full.clone();
         published(ManagedKind::VirtualService)(&mut trimmed);
-        let summary = summary(&trimmed).expect("a summary");
-        assert_eq!(summary["routedModels"], json!({"one": true}));
+        assert_eq!(
+            summarised_models(&trimmed),
+            Some(Some(PublishedModels::from([("one".to_string(), true)])))
+        );
         assert!(trimmed.data.get("spec").is_none());
         assert!(trimmed.metadata.managed_fields.is_none());
         // The same spec (numbers written as floats too) is unchanged; another is not.
@@ -333,9 +374,7 @@ mod tests {
             "spec": {"url": "oci://x", "pluginConfig": config},
         }));
         published(ManagedKind::WasmPlugin)(&mut plugin);
-        let summary = summary(&plugin).expect("a summary");
-        let text = summary["filterConfig"].as_str().expect("text");
-        let parsed = modelsplit_filter::config::FilterConfig::from_json(text.as_bytes()).unwrap();
+        let parsed = summarised_config(&plugin).expect("a summary").unwrap();
         assert_eq!(parsed.groups[0].members[0].weight, 8000);
 
         let mut damaged = dynamic(json!({
@@ -344,10 +383,6 @@ mod tests {
             "spec": {"url": "oci://x", "pluginConfig": {"groups": 7}},
         }));
         published(ManagedKind::WasmPlugin)(&mut damaged);
-        assert!(summary_of(&damaged).contains_key("filterConfigError"));
-    }
-
-    fn summary_of(object: &DynamicObject) -> Map<String, Value> {
-        summary(object).cloned().unwrap_or_default()
+        assert!(matches!(summarised_config(&damaged), Some(Err(_))));
     }
 }

@@ -107,7 +107,7 @@ pub(super) fn plugin_within_limit(
         return (None, None);
     }
     let published_len =
-        |plugin: &WasmPlugin| GatewayFilter::deliver(plugin, settings.delivery).serialized_len();
+        |plugin: &WasmPlugin| GatewayFilter::published_len(plugin, settings.delivery);
     let plugin = WasmPlugin::for_gateway(&gateway.plugin_namespace, &gateway.config, settings);
     let bytes = published_len(&plugin);
     if bytes <= MAX_WASM_PLUGIN_BYTES {

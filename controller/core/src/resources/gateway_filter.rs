@@ -16,10 +16,19 @@ pub enum GatewayFilter {
 
 impl GatewayFilter {
     /// `plugin` as `delivery` publishes it.
-    pub fn deliver(plugin: &WasmPlugin, delivery: Delivery) -> GatewayFilter {
+    pub fn deliver(plugin: WasmPlugin, delivery: Delivery) -> GatewayFilter {
         match delivery {
-            Delivery::WasmPlugin => GatewayFilter::WasmPlugin(Box::new(plugin.clone())),
-            Delivery::EnvoyFilter => GatewayFilter::EnvoyFilter(Box::new(envoy_filter(plugin))),
+            Delivery::WasmPlugin => GatewayFilter::WasmPlugin(Box::new(plugin)),
+            Delivery::EnvoyFilter => GatewayFilter::EnvoyFilter(Box::new(envoy_filter(&plugin))),
+        }
+    }
+
+    /// The size `plugin` has as `delivery` publishes it, without copying a WasmPlugin (the
+    /// planner measures every gateway's on every pass; its config is 1 MB at 10,000 isvcs).
+    pub fn published_len(plugin: &WasmPlugin, delivery: Delivery) -> usize {
+        match delivery {
+            Delivery::WasmPlugin => plugin.serialized_len(),
+            Delivery::EnvoyFilter => envoy_filter(plugin).serialized_len(),
         }
     }
 
