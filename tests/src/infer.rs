@@ -2,10 +2,11 @@
 //! one at a time or as continuous load while a test changes the configuration.
 
 use crate::http::HttpClient;
+use crate::http::HttpError;
 use crate::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::kserve::ModelInferRequest;
-use crate::load::run_until;
-use crate::observe::Observed;
+use crate::load::{run_many, run_until};
+use crate::observe::{Observed, Tally};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,10 +44,50 @@ pub fn model_name_request(model: &str) -> tonic::Request<ModelInferRequest> {
 
 /// One REST infer call (`{"inputs": []}`) to `url`; a transport error panics.
 pub async fn rest_infer(http: &HttpClient, url: &str) -> Observed {
+    try_rest_infer(http, url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One REST infer call (`{"inputs": []}`) to `url`, or the transport error.
+pub async fn try_rest_infer(http: &HttpClient, url: &str) -> Result<Observed, HttpError> {
     let reply = http
         .post_json(url, &[], &serde_json::json!({"inputs": []}))
-        .await;
-    Observed::from_rest(&reply.unwrap_or_else(|e| panic!("{e}")))
+        .await?;
+    Ok(Observed::from_rest(&reply))
+}
+
+/// `total` REST infer calls to `url` (`concurrency` in flight), tallied by member of
+/// `namespace`.
+pub async fn rest_tally(url: &str, namespace: &str, total: usize, concurrency: usize) -> Tally {
+    let (http, url) = (HttpClient::default(), url.to_string());
+    let observed = run_many(total, concurrency, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move { rest_infer(&http, &url).await }
+    })
+    .await;
+    Tally::of(&observed, namespace)
+}
+
+/// `total` copies of `request` to the gateway at `base_url` over h2c (`concurrency` in
+/// flight), tallied by member of `namespace`.
+pub async fn grpc_tally(
+    base_url: &str,
+    request: tonic::Request<ModelInferRequest>,
+    namespace: &str,
+    total: usize,
+    concurrency: usize,
+) -> Tally {
+    let client = grpc_client(base_url).await;
+    let (metadata, message) = (request.metadata().clone(), request.into_inner());
+    let observed = run_many(total, concurrency, move |_| {
+        let mut client = client.clone();
+        let mut request = tonic::Request::new(message.clone());
+        *request.metadata_mut() = metadata.clone();
+        async move { Observed::from_grpc(&client.model_infer(request).await) }
+    })
+    .await;
+    Tally::of(&observed, namespace)
 }
 
 /// One gRPC infer call naming `vmodel` (see [`vmodel_request`]).

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use modelsplit_e2e::cluster::istio::GatewayMark;
-use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
+use modelsplit_e2e::cluster::{group_yaml, Cluster};
 use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::split::check_split;
 
@@ -16,10 +16,10 @@ const MODELS: &[&str] = &["ai-model-one", "ai-model-two"];
 const IN_FORCE: Duration = Duration::from_secs(60);
 
 fn seed(cluster: &Cluster) {
-    cluster.admin.apply(&format!(
-        "{}{}",
-        isvc_yaml(NS, "ai-model-one", Some("ai-model"), Some("80")),
-        isvc_yaml(NS, "ai-model-two", Some("ai-model"), Some("20")),
+    cluster.admin.apply(&group_yaml(
+        NS,
+        "ai-model",
+        &[("ai-model-one", "80"), ("ai-model-two", "20")],
     ));
 }
 

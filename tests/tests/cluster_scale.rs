@@ -64,6 +64,28 @@ fn wanted(g: usize, one: u64) -> BTreeMap<String, u64> {
     BTreeMap::from([(member(g, 1), one * 100), (member(g, 2), (100 - one) * 100)])
 }
 
+/// An edit waited for: namespace, group index, member one's new weight, when it was made.
+type PendingEdit = (String, usize, u64, Instant);
+
+/// Moves the edits of `pending` that `configs` (the gateway's filter configs) run into
+/// `in_force`, as the time each took.
+fn take_in_force(
+    configs: &[serde_json::Value],
+    pending: &mut Vec<PendingEdit>,
+    in_force: &mut Vec<Duration>,
+) {
+    pending.retain(|(namespace, g, one, at)| {
+        let found = configs
+            .iter()
+            .filter_map(|c| group_weights(c, namespace, &format!("group-{g}")))
+            .any(|w| w == wanted(*g, *one));
+        if found {
+            in_force.push(at.elapsed());
+        }
+        !found
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a benchmark: scripts/bench.sh cluster-scale"]
 async fn scale() {
@@ -121,7 +143,7 @@ async fn scale() {
     let listed = started.elapsed();
     let pid = controller.process().pid();
     let rss_listed = memory_mib(pid, "VmRSS:");
-    let mut pending: Vec<(String, usize, u64, Instant)> = Vec::new();
+    let mut pending: Vec<PendingEdit> = Vec::new();
     for i in 0..EDITS {
         let namespace = &namespaces[i % namespaces.len()];
         let g = i / namespaces.len() % groups_per_ns;
@@ -136,16 +158,7 @@ async fn scale() {
     while all_routed.is_none() || !pending.is_empty() {
         assert!(Instant::now() < deadline, "not routed within 10 min");
         let configs = routed(&cluster).await;
-        pending.retain(|(namespace, g, one, at)| {
-            let found = configs
-                .iter()
-                .filter_map(|c| group_weights(c, namespace, &format!("group-{g}")))
-                .any(|w| w == wanted(*g, *one));
-            if found {
-                during_start.push(at.elapsed());
-            }
-            !found
-        });
+        take_in_force(&configs, &mut pending, &mut during_start);
         if first_published.is_none() {
             let at = controller.metric(PUBLISHED_AT).await;
             if at > 0.0 {
@@ -219,7 +232,7 @@ async fn scale() {
     controller.process().signal("TERM");
     assert!(controller.process().wait_exit(Duration::from_secs(30)));
     let mut restarted = cluster.controller("replica-b", &[]);
-    let mut pending: Vec<(String, usize, u64, Instant)> = Vec::new();
+    let mut pending: Vec<PendingEdit> = Vec::new();
     for i in 0..EDITS {
         let namespace = &namespaces[(i + 2) % namespaces.len()];
         let g = (i / namespaces.len() + 5) % groups_per_ns;
@@ -236,16 +249,7 @@ async fn scale() {
             "restart edits not in force within 5 min"
         );
         let configs = routed(&cluster).await;
-        pending.retain(|(namespace, g, one, at)| {
-            let found = configs
-                .iter()
-                .filter_map(|c| group_weights(c, namespace, &format!("group-{g}")))
-                .any(|w| w == wanted(*g, *one));
-            if found {
-                after_restart.push(at.elapsed());
-            }
-            !found
-        });
+        take_in_force(&configs, &mut pending, &mut after_restart);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

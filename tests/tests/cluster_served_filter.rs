@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use modelsplit_controller::cluster::filter_module::sha256_hex;
 use modelsplit_e2e::cluster::controller::Controller;
-use modelsplit_e2e::cluster::{isvc_yaml, Cluster};
+use modelsplit_e2e::cluster::{group_yaml, Cluster};
 use modelsplit_e2e::gateway::require_filter_wasm;
 use modelsplit_e2e::http::HttpClient;
 use serde_json::Value;
@@ -178,10 +178,10 @@ async fn the_gateway_loads_the_module_the_controller_serves_and_its_upgrade() {
         .filter_service
         .set_endpoints(&[leader.metrics_port, standby.metrics_port]);
 
-    cluster.admin.apply(&format!(
-        "{}{}",
-        isvc_yaml(NS, "ai-model-one", Some("ai-model"), Some("80")),
-        isvc_yaml(NS, "ai-model-two", Some("ai-model"), Some("20")),
+    cluster.admin.apply(&group_yaml(
+        NS,
+        "ai-model",
+        &[("ai-model-one", "80"), ("ai-model-two", "20")],
     ));
     let plugin = wait_published(&cluster, &sha).await;
     assert_eq!(plugin["spec"]["url"], served_url(&sha), "{plugin}");

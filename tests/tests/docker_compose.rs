@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use modelsplit_controller::cluster::filter_module::sha256_hex;
 use modelsplit_e2e::gateway::{envoy_binary, require_filter_wasm};
 use modelsplit_e2e::http::HttpClient;
-use modelsplit_e2e::infer::{grpc_client, grpc_infer, rest_infer};
-use modelsplit_e2e::load::run_many;
+use modelsplit_e2e::infer::{grpc_tally, rest_tally, vmodel_request};
 use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::observe::Tally;
 use modelsplit_e2e::split::check_split;
@@ -36,6 +35,7 @@ const FILTER: &str = "modelsplit-filter:test";
 const PROJECT: &str = "modelsplit-e2e";
 const NS: &str = "modelmesh-apps";
 const REQUESTS: usize = 2000;
+const CONCURRENCY: usize = 16;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -338,26 +338,11 @@ async fn the_compose_gateway_splits_rest_and_grpc_and_follows_an_edited_manifest
         started.elapsed()
     );
 
-    let rest = |total| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let observed = run_many(total, 16, move |_| {
-                let (http, url) = (http.clone(), url.clone());
-                async move { rest_infer(&http, &url).await }
-            })
-            .await;
-            Tally::of(&observed, NS)
-        }
-    };
-    assert_split("REST 80/20", &rest(REQUESTS).await, 80, 20);
-
-    let client = grpc_client("http://127.0.0.1:8080").await;
-    let observed = run_many(REQUESTS, 16, move |_| {
-        let mut client = client.clone();
-        async move { grpc_infer(&mut client, "ai-model").await }
-    })
-    .await;
-    assert_split("gRPC 80/20", &Tally::of(&observed, NS), 80, 20);
+    let tally = rest_tally(&url, NS, REQUESTS, CONCURRENCY).await;
+    assert_split("REST 80/20", &tally, 80, 20);
+    let request = vmodel_request("ai-model");
+    let tally = grpc_tally("http://127.0.0.1:8080", request, NS, REQUESTS, CONCURRENCY).await;
+    assert_split("gRPC 80/20", &tally, 80, 20);
 
     // Edit the example as a user would; `modelsplit-local` re-renders and Envoy follows.
     let example = compose
@@ -394,7 +379,8 @@ async fn the_compose_gateway_splits_rest_and_grpc_and_follows_an_edited_manifest
     );
     // Every worker takes the new configuration within a tick of the main thread.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_split("REST 50/50 after the edit", &rest(REQUESTS).await, 50, 50);
+    let tally = rest_tally(&url, NS, REQUESTS, CONCURRENCY).await;
+    assert_split("REST 50/50 after the edit", &tally, 50, 50);
 
     drop(compose);
     let left = run(

@@ -176,10 +176,8 @@ impl Cluster {
             // A gateway just (re)started may not accept connections yet: not routed either.
             let mut probe = crate::observe::Tally::default();
             for _ in 0..20 {
-                let body = serde_json::json!({"inputs": []});
-                match http.post_json(&url, &[], &body).await {
-                    Ok(reply) => {
-                        let observed = crate::observe::Observed::from_rest(&reply);
+                match crate::infer::try_rest_infer(&http, &url).await {
+                    Ok(observed) => {
                         if let Some(problem) = observed.problem(namespace) {
                             probe.problem_count += 1;
                             probe.problems.push(problem);
@@ -490,6 +488,14 @@ spec:
 }
 
 /// An InferenceService on ModelMesh in `namespace`, optionally in `group` with `weight`.
+/// The InferenceServices of group `group` in `namespace`, one per `(member, weight)`.
+pub fn group_yaml(namespace: &str, group: &str, members: &[(&str, &str)]) -> String {
+    members
+        .iter()
+        .map(|(member, weight)| isvc_yaml(namespace, member, Some(group), Some(weight)))
+        .collect()
+}
+
 pub fn isvc_yaml(namespace: &str, name: &str, group: Option<&str>, weight: Option<&str>) -> String {
     let label = group
         .map(|g| format!("\n  labels:\n    serving.kserve.io/model-tag: {g}"))
@@ -507,23 +513,17 @@ const CONCURRENCY: usize = 32;
 
 impl Cluster {
     /// `total` REST infer calls to `/modelmesh/<namespace>/v2/models/<model>/infer` through
-    /// the gateway, tallied by the member that answered.
+    /// the gateway, tallied by member.
     pub async fn rest_tally(
         &self,
         namespace: &str,
         model: &str,
         total: usize,
     ) -> crate::observe::Tally {
-        let http = crate::http::HttpClient::default();
         let url = self
             .gateway
             .url(&format!("/modelmesh/{namespace}/v2/models/{model}/infer"));
-        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
-            let (http, url) = (http.clone(), url.clone());
-            async move { crate::infer::rest_infer(&http, &url).await }
-        })
-        .await;
-        crate::observe::Tally::of(&observed, namespace)
+        crate::infer::rest_tally(&url, namespace, total, CONCURRENCY).await
     }
 
     /// `total` gRPC ModelInfer calls naming `model` in `mm-vmodel-id`, tallied by member.
@@ -533,8 +533,15 @@ impl Cluster {
         model: &str,
         total: usize,
     ) -> crate::observe::Tally {
-        self.grpc_tally_of(namespace, total, crate::infer::vmodel_request(model))
-            .await
+        let request = crate::infer::vmodel_request(model);
+        crate::infer::grpc_tally(
+            &self.gateway.url(""),
+            request,
+            namespace,
+            total,
+            CONCURRENCY,
+        )
+        .await
     }
 
     /// `total` gRPC ModelInfer calls naming `model` in the message's `model_name` and in
@@ -545,27 +552,15 @@ impl Cluster {
         model: &str,
         total: usize,
     ) -> crate::observe::Tally {
-        self.grpc_tally_of(namespace, total, crate::infer::model_name_request(model))
-            .await
-    }
-
-    /// `total` copies of `request` through the gateway, tallied by member.
-    async fn grpc_tally_of(
-        &self,
-        namespace: &str,
-        total: usize,
-        request: tonic::Request<crate::kserve::ModelInferRequest>,
-    ) -> crate::observe::Tally {
-        let client = crate::infer::grpc_client(&self.gateway.url("")).await;
-        let (metadata, message) = (request.metadata().clone(), request.into_inner());
-        let observed = crate::load::run_many(total, CONCURRENCY, move |_| {
-            let mut client = client.clone();
-            let mut request = tonic::Request::new(message.clone());
-            *request.metadata_mut() = metadata.clone();
-            async move { crate::observe::Observed::from_grpc(&client.model_infer(request).await) }
-        })
-        .await;
-        crate::observe::Tally::of(&observed, namespace)
+        let request = crate::infer::model_name_request(model);
+        crate::infer::grpc_tally(
+            &self.gateway.url(""),
+            request,
+            namespace,
+            total,
+            CONCURRENCY,
+        )
+        .await
     }
 }
 
