@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{group_yaml, Cluster};
+use modelsplit_e2e::infer::vmodel_request;
 use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::split::check_split;
 
@@ -41,7 +42,9 @@ async fn wait_split(cluster: &Cluster, one: u64, two: u64, since: &GatewayMark) 
 /// answer came from a member and the counts fit `one`/`two` percent.
 async fn assert_split(cluster: &Cluster, grpc: bool, total: usize, one: u32, two: u32) {
     let tally = if grpc {
-        cluster.grpc_tally(NS, "ai-model", total).await
+        cluster
+            .grpc_tally(NS, vmodel_request("ai-model"), total)
+            .await
     } else {
         cluster.rest_tally(NS, "ai-model", total).await
     };

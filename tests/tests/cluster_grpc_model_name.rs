@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{group_yaml, Cluster};
 use modelsplit_e2e::infer::{
-    grpc_client, grpc_infer_by_model_name, model_name_request, timed_rest_until, Answers,
+    grpc_client, grpc_infer_by_model_name, model_name_request, timed_rest_until, vmodel_request,
+    Answers,
 };
 use modelsplit_e2e::observe::{Observed, Tally};
 use modelsplit_e2e::split::check_split;
@@ -130,9 +131,13 @@ async fn envoy_filter_delivery_splits_calls_naming_the_group_in_model_name() {
     wait_published(&cluster, &[], &["modelsplit"]).await;
     wait_gateway_runs_only_the_envoy_filter(&cluster).await;
 
-    let tally = cluster.grpc_tally_by_model_name(NS, "ai-model", 2000).await;
+    let tally = cluster
+        .grpc_tally(NS, model_name_request("ai-model"), 2000)
+        .await;
     assert_80_20("gRPC model_name 80/20 (EnvoyFilter)", &tally);
-    let tally = cluster.grpc_tally(NS, "ai-model", 2000).await;
+    let tally = cluster
+        .grpc_tally(NS, vmodel_request("ai-model"), 2000)
+        .await;
     assert_80_20("gRPC mm-vmodel-id 80/20 (EnvoyFilter)", &tally);
     let tally = cluster.rest_tally(NS, "ai-model", 2000).await;
     assert_80_20("REST 80/20 (EnvoyFilter)", &tally);
@@ -222,6 +227,8 @@ async fn switching_to_envoy_filter_delivery_replaces_the_wasm_plugin_without_fai
 
     // The split was carried over (last-known-good read from the WasmPlugin), and
     // standard clients now split.
-    let tally = cluster.grpc_tally_by_model_name(NS, "ai-model", 2000).await;
+    let tally = cluster
+        .grpc_tally(NS, model_name_request("ai-model"), 2000)
+        .await;
     assert_80_20("gRPC model_name 80/20 after the switch", &tally);
 }

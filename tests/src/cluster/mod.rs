@@ -526,33 +526,15 @@ impl Cluster {
         crate::infer::rest_tally(&url, namespace, total, CONCURRENCY).await
     }
 
-    /// `total` gRPC ModelInfer calls naming `model` in `mm-vmodel-id`, tallied by member.
+    /// `total` copies of the gRPC ModelInfer `request` through the gateway, tallied by
+    /// member: `infer::vmodel_request` names the model in `mm-vmodel-id`,
+    /// `infer::model_name_request` in the message's `model_name`, as KServe clients do.
     pub async fn grpc_tally(
         &self,
         namespace: &str,
-        model: &str,
+        request: tonic::Request<crate::kserve::ModelInferRequest>,
         total: usize,
     ) -> crate::observe::Tally {
-        let request = crate::infer::vmodel_request(model);
-        crate::infer::grpc_tally(
-            &self.gateway.url(""),
-            request,
-            namespace,
-            total,
-            CONCURRENCY,
-        )
-        .await
-    }
-
-    /// `total` gRPC ModelInfer calls naming `model` in the message's `model_name` and in
-    /// no header (as standard KServe clients call), tallied by member.
-    pub async fn grpc_tally_by_model_name(
-        &self,
-        namespace: &str,
-        model: &str,
-        total: usize,
-    ) -> crate::observe::Tally {
-        let request = crate::infer::model_name_request(model);
         crate::infer::grpc_tally(
             &self.gateway.url(""),
             request,
