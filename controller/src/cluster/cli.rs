@@ -49,8 +49,11 @@ pub struct RunFlags {
     /// Re-plan this often even when nothing changed.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub resync_seconds: u64,
-    /// Changes within this long of the first one are planned together, in one pass.
-    #[arg(long, default_value_t = 500, value_name = "MILLISECONDS")]
+    /// Changes within this long of the first one are planned together, in one pass. Long
+    /// enough for one `kubectl apply` of a group's members; a re-weight made as separate
+    /// edits may pass through an invalid sum in between, which keeps the last valid split
+    /// (and may say so in an Event) until the last edit lands.
+    #[arg(long, default_value_t = 200, value_name = "MILLISECONDS")]
     pub debounce_ms: u64,
     /// The filter module this controller serves at /filter/<sha256>.wasm on --metrics-addr
     /// and, without --url, publishes in the WasmPlugins with its sha256 [default:

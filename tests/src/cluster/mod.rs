@@ -605,12 +605,26 @@ impl Cluster {
         object: &str,
         timeout: Duration,
     ) -> ShownEvent {
+        self.wait_event_saying(namespace, reason, object, "", timeout)
+            .await
+    }
+
+    /// Like [`Cluster::wait_event`], for an Event whose message contains `words` (an edit
+    /// made in steps may pass through other states that have Events of the same reason).
+    pub async fn wait_event_saying(
+        &self,
+        namespace: &str,
+        reason: &str,
+        object: &str,
+        words: &str,
+        timeout: Duration,
+    ) -> ShownEvent {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = self
                 .events(namespace)
                 .into_iter()
-                .find(|e| e.reason == reason && e.object == object)
+                .find(|e| e.reason == reason && e.object == object && e.message.contains(words))
             {
                 return found;
             }
