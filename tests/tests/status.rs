@@ -6,8 +6,9 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use modelsplit_e2e::fixture::{group, Fixture};
+use modelsplit_e2e::fixture::{exposed, group, Fixture};
 use modelsplit_e2e::local_gateway::modelsplit_binary;
+use modelsplit_e2e::standin::StandInConfig;
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::requests_counter_name;
 use serde_json::Value;
@@ -198,4 +199,80 @@ fn an_unreachable_admin_says_how_to_reach_a_gateway() {
         "{stderr}"
     );
     assert!(stderr.contains("port-forward"), "{stderr}");
+}
+
+/// Polls `status -o json` (since start) until `member` shows `responses` answers: Envoy
+/// counts a route's responses when the response ends.
+async fn outcome_when(fx: &Fixture, member: &str, responses: u64) -> Value {
+    for _ in 0..100 {
+        let status = json(&status(fx, &["--window=0", "-o", "json"]));
+        let row = status[0]["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["member"] == member))
+            .cloned()
+            .unwrap_or_default();
+        if row["outcome"]["responses"].as_u64() == Some(responses) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{member} never showed {responses} responses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_how_each_member_answered() {
+    // The canary fails every 4th request it gets with a 503.
+    let config = FilterConfig::with_groups(vec![group(
+        NS,
+        "ai-model",
+        &[("ai-model-one", 80), ("ai-model-two", 20)],
+    )]);
+    let members = ["ai-model-one", "ai-model-two"];
+    let standin = StandInConfig::only(NS, &members).failing_every("ai-model-two", 4);
+    let fx = Fixture::start(&config, &exposed(NS, &members), vec![standin]).await;
+
+    let to = |member: &'static str| {
+        move |_| vec![("x-modelsplit-member".to_string(), member.to_string())]
+    };
+    let one = fx.rest_many(200, "POST", PATH, to("ai-model-one")).await;
+    let two = fx.rest_many(100, "POST", PATH, to("ai-model-two")).await;
+    assert!(one.iter().all(|o| o.status == 200));
+    let failed = two.iter().filter(|o| o.status == 503).count();
+    assert_eq!(failed, 25, "the stand-in fails every 4th");
+    assert_eq!(two.iter().filter(|o| o.status == 200).count(), 75);
+
+    outcome_when(&fx, "ai-model-one", 200).await;
+    let shown = outcome_when(&fx, "ai-model-two", 100).await;
+    let members = shown[0]["members"].as_array().unwrap();
+    let (stable, canary) = (&members[0]["outcome"], &members[1]["outcome"]);
+    assert_eq!(stable["server_errors"], 0, "{shown:#}");
+    assert_eq!(stable["error_percent"], 0.0);
+    assert_eq!(canary["server_errors"], 25, "{shown:#}");
+    assert_eq!(canary["error_percent"], 25.0);
+
+    // Latency comes from Envoy's histograms, merged for the admin API once a second.
+    let mut latency = Value::Null;
+    for _ in 0..50 {
+        let shown = json(&status(&fx, &["--window=0", "-o", "json"]));
+        latency = shown[0]["members"][1]["outcome"].clone();
+        if latency["p99_ms"].is_number() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (p50, p99) = (latency["p50_ms"].as_f64(), latency["p99_ms"].as_f64());
+    assert!(
+        matches!((p50, p99), (Some(a), Some(b)) if a > 0.0 && a <= b && b <= 60_000.0),
+        "{latency:#}"
+    );
+
+    // The table: the 5xx share and the latencies beside the shares.
+    let table = status(&fx, &["--window=0"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("5XX"), "{text}");
+    let canary_row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ai-model-two"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(canary_row.contains(" 25.0% "), "{canary_row:?}");
 }

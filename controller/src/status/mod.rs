@@ -4,6 +4,7 @@
 //! `http://127.0.0.1:9901`; an Istio gateway's is port 15000 of its pod
 //! (`kubectl -n istio-system port-forward deploy/<gateway> 15000`).
 
+pub mod outcomes;
 pub mod report;
 pub mod table;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use crate::local::admin::{parse_stats, Admin};
 use modelsplit_filter::config::FilterConfig;
+use outcomes::{parse_route_stats, RouteReadings, ROUTE_STATS_QUERY};
 use report::{group_statuses, GroupStatus, Readings};
 
 /// Why the gateway's numbers could not be read.
@@ -61,19 +63,31 @@ pub fn readings(admin: &Admin) -> Result<Readings, StatusError> {
     Ok(parse_stats(&read(admin, COUNTERS)?))
 }
 
+/// The statistics of the member routes now (empty where routes keep none).
+pub fn route_readings(admin: &Admin) -> Result<RouteReadings, StatusError> {
+    Ok(parse_route_stats(&read(admin, ROUTE_STATS_QUERY)?))
+}
+
 /// One status: the counters read `window` apart (a zero window: totals since start).
 pub fn status(admin: &Admin, window: Duration) -> Result<Vec<GroupStatus>, StatusError> {
-    let before = if window.is_zero() {
-        Readings::new()
+    let (before, routes_before) = if window.is_zero() {
+        (Readings::new(), RouteReadings::new())
     } else {
-        let before = readings(admin)?;
+        let before = (readings(admin)?, route_readings(admin)?);
         std::thread::sleep(window);
         before
     };
     // The configuration as it is at the end of the window.
     let configs = filter_configs(admin)?;
     let after = readings(admin)?;
-    Ok(group_statuses(&configs, &before, &after, window))
+    let routes_after = route_readings(admin)?;
+    Ok(group_statuses(
+        &configs,
+        &before,
+        &after,
+        (&routes_before, &routes_after),
+        window,
+    ))
 }
 
 fn read(admin: &Admin, path: &'static str) -> Result<String, StatusError> {

@@ -2,6 +2,7 @@
 //! its per-member counters in, one row per member out, with whether the observed shares are
 //! in line with the weights.
 
+use super::outcomes::{outcome, Outcome, RouteReadings};
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::requests_counter_name;
 use serde::Serialize;
@@ -36,6 +37,9 @@ pub struct MemberStatus {
     pub per_second: Option<f64>,
     /// Requests routed to the member since the gateway started.
     pub total: u64,
+    /// How its answers went in the window, where the gateway keeps statistics for the
+    /// member's routes (the local gateway does; see [`super::outcomes`]).
+    pub outcome: Option<Outcome>,
 }
 
 /// Whether the observed shares are statistically out of line with the weights.
@@ -70,6 +74,7 @@ pub fn group_statuses(
     configs: &[FilterConfig],
     before: &Readings,
     after: &Readings,
+    routes: (&RouteReadings, &RouteReadings),
     window: Duration,
 ) -> Vec<GroupStatus> {
     let seconds = window.as_secs_f64();
@@ -102,6 +107,7 @@ pub fn group_statuses(
                     requests: n,
                     per_second: (seconds > 0.0).then(|| n as f64 / seconds),
                     total,
+                    outcome: outcome(routes.0, routes.1, &group.namespace, &m.name),
                 })
                 .collect();
             let weights: Vec<u64> = group.members.iter().map(|m| u64::from(m.weight)).collect();
@@ -219,6 +225,7 @@ mod tests {
             &[config()],
             &reading(100, 20),
             &reading(900, 220),
+            (&RouteReadings::new(), &RouteReadings::new()),
             Duration::from_secs(10),
         );
         assert_eq!(statuses.len(), 1);
@@ -242,6 +249,7 @@ mod tests {
             &[config()],
             &Readings::new(),
             &reading(80, 20),
+            (&RouteReadings::new(), &RouteReadings::new()),
             Duration::ZERO,
         );
         assert_eq!(statuses[0].members[0].per_second, None);
@@ -250,6 +258,7 @@ mod tests {
             &[config()],
             &reading(80, 20),
             &reading(80, 20),
+            (&RouteReadings::new(), &RouteReadings::new()),
             Duration::from_secs(5),
         );
         assert_eq!(idle[0].members[0].observed_percent, None);

@@ -50,11 +50,16 @@ pub fn render(statuses: &[GroupStatus], window: Duration, colour: bool) -> Strin
             "{}/{}: {} requests {over}{sticky}: {verdict}",
             group.namespace, group.group, group.requests
         );
-        let _ = writeln!(
-            out,
+        // Outcome columns where the gateway keeps route statistics (the local gateway).
+        let outcomes = group.members.iter().any(|m| m.outcome.is_some());
+        let mut header = format!(
             "  {:<32} {:>7} {:>9} {:>9} {:>12}",
             "MEMBER", "WEIGHT", "OBSERVED", "REQ/S", "TOTAL"
         );
+        if outcomes {
+            let _ = write!(header, " {:>7} {:>9} {:>9}", "5XX", "P50", "P99");
+        }
+        let _ = writeln!(out, "{}", header.trim_end());
         for member in &group.members {
             let observed = member
                 .observed_percent
@@ -62,11 +67,30 @@ pub fn render(statuses: &[GroupStatus], window: Duration, colour: bool) -> Strin
             let rate = member
                 .per_second
                 .map_or("-".to_string(), |r| format!("{r:.1}"));
-            let _ = writeln!(
-                out,
+            let mut row = format!(
                 "  {:<32} {:>6.1}% {:>9} {:>9} {:>12}",
                 member.member, member.weight_percent, observed, rate, member.total
             );
+            if outcomes {
+                let outcome = member.outcome.as_ref();
+                let errors = outcome
+                    .and_then(|o| o.error_percent)
+                    .map_or("-".to_string(), |p| format!("{p:.1}%"));
+                let errors = if outcome.is_some_and(|o| o.server_errors > 0) {
+                    paint(&errors, "1;31")
+                } else {
+                    errors
+                };
+                let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("≤{v}ms"));
+                let _ = write!(
+                    row,
+                    " {:>7} {:>9} {:>9}",
+                    errors,
+                    ms(outcome.and_then(|o| o.p50_ms)),
+                    ms(outcome.and_then(|o| o.p99_ms))
+                );
+            }
+            let _ = writeln!(out, "{row}");
         }
     }
     out
@@ -75,6 +99,7 @@ pub fn render(statuses: &[GroupStatus], window: Duration, colour: bool) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::outcomes::Outcome;
     use crate::status::report::MemberStatus;
 
     #[test]
@@ -91,6 +116,13 @@ mod tests {
                 requests: 500,
                 per_second: Some(50.0),
                 total: 700,
+                outcome: Some(Outcome {
+                    responses: 500,
+                    server_errors: 10,
+                    error_percent: Some(2.0),
+                    p50_ms: Some(5.0),
+                    p99_ms: Some(250.0),
+                }),
             }],
             drift: Drift::Drift {
                 chi_square: 625.0,
@@ -108,5 +140,10 @@ mod tests {
         assert!(text.contains("80.0%"), "{text}");
         assert!(text.contains("50.0%"), "{text}");
         assert!(!text.contains("\x1b["), "no colour unless asked");
+        // The member's answers: 2% 5xx, p50 under 5 ms, p99 under 250 ms.
+        assert!(text.contains("5XX"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("  one ")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[5..], ["2.0%", "≤5ms", "≤250ms"], "{row:?}");
     }
 }

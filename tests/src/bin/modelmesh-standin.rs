@@ -21,6 +21,12 @@ struct Args {
     /// Only these models exist (comma-separated); others get 404 / NOT_FOUND. Default: any.
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
+    /// Answer every n-th request to --fail-model with an error (REST 503, gRPC UNAVAILABLE).
+    #[arg(long, value_name = "N", requires = "fail_model")]
+    fail_every: Option<u64>,
+    /// The model that fails (see --fail-every).
+    #[arg(long, value_name = "MODEL", requires = "fail_every")]
+    fail_model: Option<String>,
 }
 
 #[tokio::main]
@@ -36,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         models: args
             .models
             .map(|m| m.into_iter().filter(|m| !m.is_empty()).collect()),
+        failing: args.fail_model.zip(args.fail_every.map(|n| n.max(1))),
     };
     let standin = StandIn::start(config, args.rest, args.grpc)
         .await

@@ -65,6 +65,9 @@ impl StandInGrpc {
                 "model {model} not found in namespace {namespace}"
             ))));
         }
+        if self.0.fails(&model) {
+            return Err(self.tag(Status::unavailable("failing as configured (--fail-every)")));
+        }
         Ok(model)
     }
 

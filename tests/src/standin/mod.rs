@@ -29,6 +29,9 @@ pub struct StandInConfig {
     pub namespace: String,
     /// `None`: any model name is served. `Some`: only these; others get 404 / NOT_FOUND.
     pub models: Option<BTreeSet<String>>,
+    /// A model that fails every n-th request it gets (REST 503, gRPC UNAVAILABLE): a
+    /// canary answering worse than the stable member, deterministically.
+    pub failing: Option<(String, u64)>,
 }
 
 impl StandInConfig {
@@ -37,6 +40,7 @@ impl StandInConfig {
         StandInConfig {
             namespace: namespace.to_string(),
             models: None,
+            failing: None,
         }
     }
 
@@ -45,7 +49,14 @@ impl StandInConfig {
         StandInConfig {
             namespace: namespace.to_string(),
             models: Some(models.iter().map(|m| m.to_string()).collect()),
+            failing: None,
         }
+    }
+
+    /// The same, with `model` failing every `n`-th request (n >= 1).
+    pub fn failing_every(mut self, model: &str, n: u64) -> Self {
+        self.failing = Some((model.to_string(), n.max(1)));
+        self
     }
 
     fn serves(&self, model: &str) -> bool {
@@ -103,6 +114,24 @@ impl Journal {
 struct Shared {
     config: Arc<StandInConfig>,
     journal: Journal,
+    /// Requests the failing model got so far (REST and gRPC together).
+    failing_seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Shared {
+    /// Whether this request to `model` (one that is served) is one to fail.
+    fn fails(&self, model: &str) -> bool {
+        match &self.config.failing {
+            Some((failing, every)) if failing == model => {
+                let seen = self
+                    .failing_seen
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                seen.is_multiple_of(*every)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why a stand-in could not start.
@@ -151,6 +180,7 @@ impl StandIn {
         let shared = Shared {
             config: Arc::new(config),
             journal: Journal::default(),
+            failing_seen: Arc::default(),
         };
         let journal = shared.journal.clone();
         let tasks = vec![

@@ -85,6 +85,17 @@ async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, body: By
             with(base, json!({"error": error})),
         );
     }
+    if shared.fails(&model) {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &namespace,
+            &model,
+            with(
+                base,
+                json!({"error": "failing as configured (--fail-every)"}),
+            ),
+        );
+    }
     let expected = if endpoint == Endpoint::Infer {
         Method::POST
     } else {

@@ -1,7 +1,7 @@
 //! The routing model as an Envoy route configuration (the local gateway's RDS file):
 //! what a cluster's VirtualServices become inside the gateway's Envoy.
 
-use crate::routing::{modelmesh_host, ModelMeshPort, Route, RouteMatch};
+use crate::routing::{modelmesh_host, ModelMeshPort, Route, RouteKind, RouteMatch};
 use serde_json::{json, Value};
 
 /// The route configuration's name (one per gateway).
@@ -41,7 +41,23 @@ fn envoy_route(route: &Route) -> Value {
         Some(rewrite) => json!({"cluster": cluster, "prefix_rewrite": rewrite}),
         None => json!({"cluster": cluster}),
     };
-    json!({"name": name, "match": matches, "route": action})
+    json!({
+        "name": name,
+        "stat_prefix": route_stat_prefix(&route.namespace, &route.model, route.kind),
+        "match": matches,
+        "route": action,
+    })
+}
+
+/// The first part of a route's statistics' `stat_prefix` (`modelsplit status` reads them).
+pub const ROUTE_STATS: &str = "modelsplit";
+
+/// Where Envoy keeps a route's outcomes: `vhost.<vhost>.route.<this>.upstream_rq_5xx`,
+/// `upstream_rq_completed`, the `upstream_rq_time` histogram, ... Envoy counts them natively,
+/// so the filter needs no host call for them. Kubernetes names hold no dots, so the parts
+/// read back unambiguously.
+pub fn route_stat_prefix(namespace: &str, model: &str, kind: RouteKind) -> String {
+    format!("{ROUTE_STATS}.{namespace}.{model}.{}", kind.suffix())
 }
 
 /// The RDS file (one `RouteConfiguration`, one virtual host) carrying `routes`.

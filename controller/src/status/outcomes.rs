@@ -1,0 +1,216 @@
+//! How each member answered: the statistics Envoy keeps natively for every member route
+//! whose `stat_prefix` is `modelsplit.<ns>.<model>.<kind>` (the local gateway's routes; see
+//! `modelsplit_core::encode::envoy_routes::route_stat_prefix`) — responses, 5xx answers and
+//! the upstream latency histogram. Read from `/stats?format=json`, two readings a window
+//! apart; a member's routes (REST, REST paths, gRPC) are added up.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+use modelsplit_core::encode::envoy_routes::ROUTE_STATS;
+
+/// The admin query: only member routes' statistics, histograms with cumulative buckets.
+pub const ROUTE_STATS_QUERY: &str =
+    "/stats?format=json&filter=%5Evhost%5C..*%5C.route%5C.modelsplit%5C.&histogram_buckets=cumulative";
+
+/// One member's route statistics at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberRouteStats {
+    /// Requests answered (`upstream_rq_completed`).
+    pub completed: u64,
+    /// Of which 5xx (`upstream_rq_5xx`).
+    pub server_errors: u64,
+    /// `upstream_rq_time`: (upper bound in ms, requests at or below it), ascending.
+    pub latency: Vec<(f64, u64)>,
+}
+
+/// Route statistics by (namespace, model).
+pub type RouteReadings = BTreeMap<(String, String), MemberRouteStats>;
+
+/// What a member's answers were over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub responses: u64,
+    pub server_errors: u64,
+    /// 5xx ÷ responses, percent (None without responses).
+    pub error_percent: Option<f64>,
+    /// The histogram bucket bound the median / 99th percentile falls under, ms (Envoy merges
+    /// histograms for its admin API on its stats flush, so they trail the counters by up
+    /// to that interval).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Parses `/stats?format=json` output; statistics other than member routes' are ignored.
+pub fn parse_route_stats(json: &str) -> RouteReadings {
+    let mut readings = RouteReadings::new();
+    let Ok(dump) = serde_json::from_str::<Value>(json) else {
+        return readings;
+    };
+    for stat in dump["stats"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(value)) = (stat["name"].as_str(), stat["value"].as_u64()) {
+            let Some((key, field)) = member_stat(name) else {
+                continue;
+            };
+            let entry = readings.entry(key).or_default();
+            match field {
+                "upstream_rq_completed" => entry.completed += value,
+                "upstream_rq_5xx" => entry.server_errors += value,
+                _ => {}
+            }
+        }
+        for histogram in stat["histograms"].as_array().into_iter().flatten() {
+            let Some((key, "upstream_rq_time")) = histogram["name"].as_str().and_then(member_stat)
+            else {
+                continue;
+            };
+            let buckets: Vec<(f64, u64)> = histogram["buckets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| Some((b["upper_bound"].as_f64()?, b["cumulative"].as_u64()?)))
+                .collect();
+            let entry = readings.entry(key).or_default();
+            entry.latency = add_buckets(&entry.latency, &buckets);
+        }
+    }
+    readings
+}
+
+/// `vhost.<vhost>.route.modelsplit.<ns>.<model>.<kind>.<field>` → ((ns, model), field).
+fn member_stat(name: &str) -> Option<((String, String), &str)> {
+    let rest = name.strip_prefix("vhost.")?;
+    let (_, rest) = rest.split_once(&format!(".route.{ROUTE_STATS}."))?;
+    let mut parts = rest.splitn(4, '.');
+    let (namespace, model, _kind, field) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(((namespace.to_string(), model.to_string()), field))
+}
+
+/// Bucket-wise sum of two cumulative histograms with the same bounds (one side may be empty).
+fn add_buckets(a: &[(f64, u64)], b: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&(bound, x), &(_, y))| (bound, x + y))
+        .collect()
+}
+
+/// The outcome of `member` of `namespace` between two readings (an empty `before`: since
+/// start). None when the gateway keeps no statistics for its routes.
+pub fn outcome(
+    before: &RouteReadings,
+    after: &RouteReadings,
+    namespace: &str,
+    member: &str,
+) -> Option<Outcome> {
+    let key = (namespace.to_string(), member.to_string());
+    let now = after.get(&key)?;
+    let then = before.get(&key).cloned().unwrap_or_default();
+    let responses = now.completed.saturating_sub(then.completed);
+    let server_errors = now.server_errors.saturating_sub(then.server_errors);
+    let window: Vec<(f64, u64)> = now
+        .latency
+        .iter()
+        .enumerate()
+        .map(|(i, &(bound, n))| {
+            let earlier = then.latency.get(i).map_or(0, |&(_, m)| m);
+            (bound, n.saturating_sub(earlier))
+        })
+        .collect();
+    Some(Outcome {
+        responses,
+        server_errors,
+        error_percent: (responses > 0).then(|| 100.0 * server_errors as f64 / responses as f64),
+        p50_ms: quantile(&window, 0.5),
+        p99_ms: quantile(&window, 0.99),
+    })
+}
+
+/// The upper bound of the bucket the `q` quantile falls in (cumulative buckets).
+fn quantile(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    // Requests above the last bound (60 s) are not in the buckets, nor in `total`.
+    cumulative
+        .iter()
+        .find(|(_, n)| *n >= rank)
+        .map(|(bound, _)| *bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(completed: u64, errors: u64, buckets: [u64; 3]) -> String {
+        serde_json::json!({"stats": [
+            {"name": "vhost.gateway.route.modelsplit.apps.one.rest-paths.upstream_rq_completed", "value": completed},
+            {"name": "vhost.gateway.route.modelsplit.apps.one.rest-paths.upstream_rq_5xx", "value": errors},
+            {"name": "vhost.gateway.route.modelsplit.apps.one.grpc.upstream_rq_completed", "value": 1},
+            {"name": "vhost.gateway.route.other.upstream_rq_completed", "value": 99},
+            {"histograms": [
+                {"name": "vhost.gateway.route.modelsplit.apps.one.rest-paths.upstream_rq_time",
+                 "buckets": [
+                    {"upper_bound": 1.0, "interval": 0, "cumulative": buckets[0]},
+                    {"upper_bound": 5.0, "interval": 0, "cumulative": buckets[1]},
+                    {"upper_bound": 10.0, "interval": 0, "cumulative": buckets[2]},
+                 ]},
+                {"name": "vhost.gateway.route.modelsplit.apps.one.grpc.upstream_rq_time",
+                 "buckets": [
+                    {"upper_bound": 1.0, "cumulative": 0},
+                    {"upper_bound": 5.0, "cumulative": 0},
+                    {"upper_bound": 10.0, "cumulative": 1},
+                 ]},
+            ]},
+        ]})
+        .to_string()
+    }
+
+    #[test]
+    fn a_members_routes_add_up_and_the_window_is_the_difference() {
+        let before = parse_route_stats(&dump(10, 1, [5, 9, 10]));
+        let after = parse_route_stats(&dump(110, 6, [55, 108, 110]));
+        let key = ("apps".to_string(), "one".to_string());
+        assert_eq!(after[&key].completed, 111, "REST paths and gRPC together");
+        assert_eq!(
+            after[&key].latency,
+            vec![(1.0, 55), (5.0, 108), (10.0, 111)]
+        );
+        assert_eq!(after.len(), 1, "only member routes: {after:?}");
+
+        let window = outcome(&before, &after, "apps", "one").unwrap();
+        assert_eq!(window.responses, 100);
+        assert_eq!(window.server_errors, 5);
+        assert_eq!(window.error_percent, Some(5.0));
+        // 100 in the window: 50 at <= 1 ms, 99 at <= 5 ms, 100 at <= 10 ms.
+        assert_eq!(window.p50_ms, Some(1.0));
+        assert_eq!(window.p99_ms, Some(5.0));
+        assert_eq!(outcome(&before, &after, "apps", "two"), None);
+    }
+
+    #[test]
+    fn an_idle_window_has_no_rates_or_latencies() {
+        let reading = parse_route_stats(&dump(10, 1, [5, 9, 10]));
+        let idle = outcome(&reading, &reading, "apps", "one").unwrap();
+        assert_eq!(idle.responses, 0);
+        assert_eq!(idle.error_percent, None);
+        assert_eq!(idle.p99_ms, None);
+        assert!(parse_route_stats("not json").is_empty());
+    }
+
+    #[test]
+    fn quantiles_are_bucket_bounds() {
+        let buckets = [(1.0, 0), (2.0, 90), (5.0, 99), (10.0, 100)];
+        assert_eq!(quantile(&buckets, 0.5), Some(2.0));
+        assert_eq!(quantile(&buckets, 0.99), Some(5.0));
+        assert_eq!(quantile(&buckets, 1.0), Some(10.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[(1.0, 0), (2.0, 0)], 0.5), None);
+    }
+}
