@@ -113,11 +113,16 @@ def answer(route):
     }
 
 
-def member_routes(action_for):
-    """The routes a gateway has for the two members (as the VirtualService writes them)."""
+def member_routes(action_for, stats=False):
+    """The routes a gateway has for the two members (as the VirtualService writes them);
+    with `stats`, each keeps Envoy route statistics as the local gateway's do
+    (`stat_prefix: modelsplit.<ns>.<model>.<kind>`, what `modelsplit status` reads)."""
+    def stat(member, kind):
+        return {"stat_prefix": f"modelsplit.apps.{member}.{kind}"} if stats else {}
+
     routes = []
     for member, prefix in MEMBER_PATHS.items():
-        routes.append({"match": {"prefix": prefix}, **action_for(member)})
+        routes.append({"match": {"prefix": prefix}, **stat(member, "rest-paths"), **action_for(member)})
     for member in MEMBER_PATHS:
         routes.append(
             {
@@ -128,6 +133,7 @@ def member_routes(action_for):
                         {"name": "content-type", "string_match": {"prefix": "application/grpc"}},
                     ],
                 },
+                **stat(member, "grpc"),
                 **action_for(member),
             }
         )
@@ -416,6 +422,12 @@ def instances(wasm, ports):
         member_routes(to_backend) + [catch_all],
         "modelsplit, proxied to the backend",
     )
+    upstream_instance(
+        "up-modelsplit-stats",
+        [wasm_filter(wasm["modelsplit"], filter_config(10))],
+        member_routes(to_backend, stats=True) + [catch_all],
+        "modelsplit, proxied to the backend, member routes keeping route statistics",
+    )
     native = {
         "match": {
             "prefix": "/",
@@ -491,6 +503,14 @@ CELLS = [
     ("two-pass", "two-pass", *REST, "(6) ODH two-pass split", MEMBERS, False),
     ("up-none", "up-none", *GRPC, "(1u) no filter, upstream", {"unrouted"}, False),
     ("up-ms", "up-modelsplit", *GRPC, "(4u) modelsplit gRPC, upstream", MEMBERS, True),
+    (
+        "up-ms-stats",
+        "up-modelsplit-stats",
+        *GRPC,
+        "(4us) modelsplit gRPC, upstream, route statistics on",
+        MEMBERS,
+        True,
+    ),
     ("up-native", "up-native", *GRPC, "(7) native weighted_clusters, gRPC header", MEMBERS, False),
 ]
 

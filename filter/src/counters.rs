@@ -21,6 +21,12 @@ pub fn member_slot(counter_index: usize) -> usize {
     FIXED_SLOTS + counter_index
 }
 
+/// The slot of a member's gRPC error counter, in a plan of `members` members (after the
+/// request counters).
+pub fn grpc_error_slot(members: usize, counter_index: usize) -> usize {
+    FIXED_SLOTS + members + counter_index
+}
+
 /// Pending counts of one worker for one plan, and the host's ids of their counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -40,6 +46,18 @@ impl Counters {
             ids,
             pending,
             dirty: Vec::new(),
+        }
+    }
+
+    /// Whether `slot` has its host counter (slots defined at first use start without).
+    pub fn has_id(&self, slot: usize) -> bool {
+        matches!(self.ids.get(slot), Some(Some(_)))
+    }
+
+    /// Gives `slot` the host counter defined for it late.
+    pub fn set_id(&mut self, slot: usize, id: u32) {
+        if let Some(entry) = self.ids.get_mut(slot) {
+            *entry = Some(id);
         }
     }
 

@@ -39,6 +39,7 @@ const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
+const MAP_RESPONSE_TRAILERS: u32 = 3;
 const BUFFER_HTTP_REQUEST_BODY: u32 = 0;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
@@ -260,6 +261,14 @@ impl Host for ProxyWasm {
         self.set_header(MAP_RESPONSE_HEADERS, name, value)
     }
 
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.get_header(MAP_RESPONSE_HEADERS, name)
+    }
+
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.get_header(MAP_RESPONSE_TRAILERS, name)
+    }
+
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {
         let mut id = 0u32;
         // SAFETY: pointer to a live `str` and to a local.
@@ -360,7 +369,7 @@ impl Context for Request {}
 impl Drop for Request {
     fn drop(&mut self) {
         if let Ok(mut worker) = self.worker.try_borrow_mut() {
-            worker.on_stream_done(&self.stream);
+            worker.on_stream_done(&ProxyWasm, &mut self.stream);
         }
     }
 }
@@ -401,9 +410,16 @@ impl HttpContext for Request {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Ok(mut worker) = self.worker.try_borrow_mut() {
-            worker.on_response_headers(&ProxyWasm, &mut self.stream);
+            worker.on_response_headers(&ProxyWasm, &mut self.stream, end_of_stream);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            worker.on_response_trailers(&ProxyWasm, &mut self.stream);
         }
         Action::Continue
     }

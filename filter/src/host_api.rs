@@ -67,6 +67,10 @@ pub trait Host {
     fn resume_request(&self) -> Result<(), HostError>;
     /// Sets (replaces) a response header.
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// A response header's value; `Ok(None)` when the response has no such header.
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// A response trailer's value; `Ok(None)` when there is no such trailer.
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Defines a counter (or finds it: the host keeps one per name) and returns its id.
     fn define_counter(&self, name: &str) -> Result<u32, HostError>;
     /// Adds `delta` to a counter.

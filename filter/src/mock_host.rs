@@ -23,6 +23,8 @@ pub enum Call {
     SetEffectiveContext(u32),
     ResumeRequest,
     SetResponseHeader(String, Vec<u8>),
+    GetResponseHeader(String),
+    GetResponseTrailer(String),
     DefineCounter(String),
     /// Counter *name* (resolved from the id) and the amount added.
     AddToCounter(String, u64),
@@ -57,6 +59,7 @@ pub struct MockHost {
     pub config: Option<Vec<u8>>,
     pub request: RefCell<Vec<(String, Vec<u8>)>>,
     pub response: RefCell<Vec<(String, Vec<u8>)>>,
+    pub trailers: RefCell<Vec<(String, Vec<u8>)>>,
     /// The request body buffered so far.
     pub body: RefCell<Vec<u8>>,
     /// The gRPC error sent, if any: (grpc-status, message).
@@ -93,6 +96,7 @@ impl MockHost {
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
         self.response.borrow_mut().clear();
+        self.trailers.borrow_mut().clear();
         self.body.borrow_mut().clear();
         *self.reply.borrow_mut() = None;
         self.calls.borrow_mut().clear();
@@ -122,6 +126,18 @@ impl MockHost {
 
     pub fn request_header_value(&self, name: &str) -> Option<Vec<u8>> {
         find(&self.request.borrow(), name)
+    }
+
+    /// The upstream's answer: response headers and trailers as the filter will read them.
+    pub fn answer(&self, headers: &[(&str, &str)], trailers: &[(&str, &str)]) {
+        let own = |pairs: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        *self.response.borrow_mut() = own(headers);
+        *self.trailers.borrow_mut() = own(trailers);
     }
 
     pub fn response_header_value(&self, name: &str) -> Option<Vec<u8>> {
@@ -228,6 +244,16 @@ impl Host for MockHost {
         self.record(Call::SetResponseHeader(name.to_string(), value.to_vec()))?;
         set(&self.response, name, value);
         Ok(())
+    }
+
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.record(Call::GetResponseHeader(name.to_string()))?;
+        Ok(find(&self.response.borrow(), name))
+    }
+
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.record(Call::GetResponseTrailer(name.to_string()))?;
+        Ok(find(&self.trailers.borrow(), name))
     }
 
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {

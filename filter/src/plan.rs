@@ -32,6 +32,13 @@ pub fn requests_counter_name(namespace: &str, group: &str, member: &str) -> Stri
     format!("{COUNTER_PREFIX}.requests.{namespace}.{group}.{member}")
 }
 
+/// The counter of a member's gRPC calls that ended with a `grpc-status` other than 0 (OK),
+/// or with none (defined at a member's first such call: `/stats` shows only members that
+/// failed a call).
+pub fn grpc_errors_counter_name(namespace: &str, group: &str, member: &str) -> String {
+    format!("{COUNTER_PREFIX}.grpc_errors.{namespace}.{group}.{member}")
+}
+
 /// Index of a group in [`Plan::groups`].
 pub type GroupId = usize;
 
@@ -205,6 +212,16 @@ impl Plan {
     /// Number of members over all groups (= number of per-member counters).
     pub fn member_count(&self) -> usize {
         self.member_count
+    }
+
+    /// The gRPC error counter name of the member with `counter_index`.
+    pub fn grpc_errors_counter_name(&self, counter_index: usize) -> Option<String> {
+        self.groups.iter().find_map(|g| {
+            g.members
+                .iter()
+                .find(|m| m.counter_index == counter_index)
+                .map(|m| grpc_errors_counter_name(&g.namespace, &g.name, &m.name))
+        })
     }
 
     /// Every per-member counter name, in `counter_index` order.

@@ -221,7 +221,7 @@ async fn outcome_when(fx: &Fixture, member: &str, responses: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_how_each_member_answered() {
-    // The canary fails every 4th request it gets with a 503.
+    // The canary fails every 4th request it gets: REST 503, gRPC UNAVAILABLE.
     let config = FilterConfig::with_groups(vec![group(
         NS,
         "ai-model",
@@ -241,14 +241,29 @@ async fn status_shows_how_each_member_answered() {
     assert_eq!(failed, 25, "the stand-in fails every 4th");
     assert_eq!(two.iter().filter(|o| o.status == 200).count(), 75);
 
+    // gRPC calls 101-140 of the canary: 10 answered UNAVAILABLE (over HTTP 200).
+    let grpc = fx.grpc_many(40, "ai-model", to("ai-model-two")).await;
+    assert_eq!(grpc.iter().filter(|o| o.status == 14).count(), 10);
+    assert_eq!(grpc.iter().filter(|o| o.status == 0).count(), 30);
+
     outcome_when(&fx, "ai-model-one", 200).await;
-    let shown = outcome_when(&fx, "ai-model-two", 100).await;
+    let mut shown = outcome_when(&fx, "ai-model-two", 140).await;
+    for _ in 0..50 {
+        // The filter's gRPC error counts reach /stats on its next flush (at most 1 s).
+        if shown[0]["members"][1]["outcome"]["grpc_errors"] == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = json(&status(&fx, &["--window=0", "-o", "json"]));
+    }
     let members = shown[0]["members"].as_array().unwrap();
     let (stable, canary) = (&members[0]["outcome"], &members[1]["outcome"]);
     assert_eq!(stable["server_errors"], 0, "{shown:#}");
+    assert_eq!(stable["grpc_errors"], 0, "{shown:#}");
     assert_eq!(stable["error_percent"], 0.0);
     assert_eq!(canary["server_errors"], 25, "{shown:#}");
-    assert_eq!(canary["error_percent"], 25.0);
+    assert_eq!(canary["grpc_errors"], 10, "{shown:#}");
+    assert_eq!(canary["error_percent"], 25.0, "35 of 140");
 
     // Latency comes from Envoy's histograms, merged for the admin API once a second.
     let mut latency = Value::Null;
@@ -266,10 +281,10 @@ async fn status_shows_how_each_member_answered() {
         "{latency:#}"
     );
 
-    // The table: the 5xx share and the latencies beside the shares.
+    // The table: the error share and the latencies beside the shares.
     let table = status(&fx, &["--window=0"]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("5XX"), "{text}");
+    assert!(text.contains("ERRORS"), "{text}");
     let canary_row = text
         .lines()
         .find(|l| l.trim_start().starts_with("ai-model-two"))

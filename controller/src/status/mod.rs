@@ -29,7 +29,8 @@ pub enum StatusError {
 }
 
 const CONFIG_DUMP: &str = "/config_dump?resource=ecds_filters";
-const COUNTERS: &str = "/stats?filter=wasmcustom.modelsplit.requests";
+/// The filter's per-member counters: requests and gRPC errors.
+const COUNTERS: &str = "/stats?filter=%5Ewasmcustom%5C.modelsplit%5C.(requests%7Cgrpc_errors)%5C.";
 
 /// The modelsplit filter configurations a gateway runs.
 pub fn filter_configs(admin: &Admin) -> Result<Vec<FilterConfig>, StatusError> {

@@ -33,7 +33,10 @@ pub type RouteReadings = BTreeMap<(String, String), MemberRouteStats>;
 pub struct Outcome {
     pub responses: u64,
     pub server_errors: u64,
-    /// 5xx ÷ responses, percent (None without responses).
+    /// gRPC calls answered with a `grpc-status` other than OK (over HTTP 200, so not in
+    /// `server_errors`): the filter's `grpc_errors` counters.
+    pub grpc_errors: u64,
+    /// (5xx + gRPC errors) ÷ responses, percent (None without responses).
     pub error_percent: Option<f64>,
     /// The histogram bucket bound the median / 99th percentile falls under, ms (Envoy merges
     /// histograms for its admin API on its stats flush, so they trail the counters by up
@@ -106,6 +109,7 @@ pub fn outcome(
     after: &RouteReadings,
     namespace: &str,
     member: &str,
+    grpc_errors: u64,
 ) -> Option<Outcome> {
     let key = (namespace.to_string(), member.to_string());
     let now = after.get(&key)?;
@@ -121,10 +125,13 @@ pub fn outcome(
             (bound, n.saturating_sub(earlier))
         })
         .collect();
+    let errors = server_errors + grpc_errors;
     Some(Outcome {
         responses,
         server_errors,
-        error_percent: (responses > 0).then(|| 100.0 * server_errors as f64 / responses as f64),
+        grpc_errors,
+        error_percent: (responses > 0)
+            .then(|| 100.0 * errors.min(responses) as f64 / responses as f64),
         p50_ms: quantile(&window, 0.5),
         p99_ms: quantile(&window, 0.99),
     })
@@ -184,20 +191,21 @@ mod tests {
         );
         assert_eq!(after.len(), 1, "only member routes: {after:?}");
 
-        let window = outcome(&before, &after, "apps", "one").unwrap();
+        let window = outcome(&before, &after, "apps", "one", 5).unwrap();
         assert_eq!(window.responses, 100);
         assert_eq!(window.server_errors, 5);
-        assert_eq!(window.error_percent, Some(5.0));
+        assert_eq!(window.grpc_errors, 5);
+        assert_eq!(window.error_percent, Some(10.0), "5xx and gRPC errors");
         // 100 in the window: 50 at <= 1 ms, 99 at <= 5 ms, 100 at <= 10 ms.
         assert_eq!(window.p50_ms, Some(1.0));
         assert_eq!(window.p99_ms, Some(5.0));
-        assert_eq!(outcome(&before, &after, "apps", "two"), None);
+        assert_eq!(outcome(&before, &after, "apps", "two", 0), None);
     }
 
     #[test]
     fn an_idle_window_has_no_rates_or_latencies() {
         let reading = parse_route_stats(&dump(10, 1, [5, 9, 10]));
-        let idle = outcome(&reading, &reading, "apps", "one").unwrap();
+        let idle = outcome(&reading, &reading, "apps", "one", 0).unwrap();
         assert_eq!(idle.responses, 0);
         assert_eq!(idle.error_percent, None);
         assert_eq!(idle.p99_ms, None);

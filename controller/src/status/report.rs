@@ -4,7 +4,7 @@
 
 use super::outcomes::{outcome, Outcome, RouteReadings};
 use modelsplit_filter::config::FilterConfig;
-use modelsplit_filter::plan::requests_counter_name;
+use modelsplit_filter::plan::{grpc_errors_counter_name, requests_counter_name};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -107,7 +107,17 @@ pub fn group_statuses(
                     requests: n,
                     per_second: (seconds > 0.0).then(|| n as f64 / seconds),
                     total,
-                    outcome: outcome(routes.0, routes.1, &group.namespace, &m.name),
+                    outcome: outcome(
+                        routes.0,
+                        routes.1,
+                        &group.namespace,
+                        &m.name,
+                        moved(
+                            before,
+                            after,
+                            &grpc_errors_counter_name(&group.namespace, &group.name, &m.name),
+                        ),
+                    ),
                 })
                 .collect();
             let weights: Vec<u64> = group.members.iter().map(|m| u64::from(m.weight)).collect();
@@ -124,6 +134,13 @@ pub fn group_statuses(
     }
     statuses.sort_by(|a, b| (&a.namespace, &a.group).cmp(&(&b.namespace, &b.group)));
     statuses
+}
+
+/// How far the counter `name` (without Envoy's prefix) moved between two readings.
+fn moved(before: &Readings, after: &Readings, name: &str) -> u64 {
+    let name = format!("{ENVOY_STATS_PREFIX}{name}");
+    let now = after.get(&name).copied().unwrap_or(0);
+    now.saturating_sub(before.get(&name).copied().unwrap_or(0))
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

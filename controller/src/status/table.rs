@@ -57,7 +57,7 @@ pub fn render(statuses: &[GroupStatus], window: Duration, colour: bool) -> Strin
             "MEMBER", "WEIGHT", "OBSERVED", "REQ/S", "TOTAL"
         );
         if outcomes {
-            let _ = write!(header, " {:>7} {:>9} {:>9}", "5XX", "P50", "P99");
+            let _ = write!(header, " {:>7} {:>9} {:>9}", "ERRORS", "P50", "P99");
         }
         let _ = writeln!(out, "{}", header.trim_end());
         for member in &group.members {
@@ -76,7 +76,7 @@ pub fn render(statuses: &[GroupStatus], window: Duration, colour: bool) -> Strin
                 let errors = outcome
                     .and_then(|o| o.error_percent)
                     .map_or("-".to_string(), |p| format!("{p:.1}%"));
-                let errors = if outcome.is_some_and(|o| o.server_errors > 0) {
+                let errors = if outcome.is_some_and(|o| o.server_errors + o.grpc_errors > 0) {
                     paint(&errors, "1;31")
                 } else {
                     errors
@@ -119,6 +119,7 @@ mod tests {
                 outcome: Some(Outcome {
                     responses: 500,
                     server_errors: 10,
+                    grpc_errors: 0,
                     error_percent: Some(2.0),
                     p50_ms: Some(5.0),
                     p99_ms: Some(250.0),
@@ -140,8 +141,8 @@ mod tests {
         assert!(text.contains("80.0%"), "{text}");
         assert!(text.contains("50.0%"), "{text}");
         assert!(!text.contains("\x1b["), "no colour unless asked");
-        // The member's answers: 2% 5xx, p50 under 5 ms, p99 under 250 ms.
-        assert!(text.contains("5XX"), "{text}");
+        // The member's answers: 2% errors, p50 under 5 ms, p99 under 250 ms.
+        assert!(text.contains("ERRORS"), "{text}");
         let row = text.lines().find(|l| l.starts_with("  one ")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells[5..], ["2.0%", "≤5ms", "≤250ms"], "{row:?}");

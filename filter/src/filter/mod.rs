@@ -26,7 +26,10 @@
 //!   held request ([`crate::hold`]), a held call also reads the clock and the first one
 //!   sets a faster tick;
 //! - response headers: one write of the routed header (when configured), only for a
-//!   request that was routed;
+//!   request that was routed; for a routed gRPC call, one read of `grpc-status` — in the
+//!   response headers when the response ends there (trailers-only), else in the
+//!   trailers — counted per member when not OK (`modelsplit.grpc_errors.…`, a counter
+//!   defined at the member's first error);
 //! - counters: none. They are added up in module memory and given to the host on the
 //!   worker's tick ([`TICK_MILLIS`]), when the configuration changes and when the
 //!   root context is done.
@@ -36,7 +39,7 @@
 //! counted in `modelsplit.host_error`.
 
 use crate::choose::Rng;
-use crate::counters::{self, Counters, FIXED_SLOTS, HOST_ERROR, OVERRIDE_IGNORED};
+use crate::counters::{self, grpc_error_slot, Counters, FIXED_SLOTS, HOST_ERROR, OVERRIDE_IGNORED};
 use crate::grpc_body::{self, MessageHost, Outcome};
 use crate::grpc_frame::{IdScanner, INVALID_ARGUMENT};
 use crate::headers::HeaderBlock;
@@ -104,6 +107,9 @@ pub struct Stream {
     /// The HTTP context's id (the hold watch knows held requests by it).
     id: u32,
     routed: Option<Routed>,
+    /// A routed gRPC call whose response did not end with its headers: its status comes
+    /// in the trailers.
+    awaiting_trailers: Option<Routed>,
     /// Set while a KServe v2 gRPC call's headers are held for its first message.
     held: Option<Box<Held>>,
 }
@@ -129,13 +135,18 @@ struct Held {
     buffered: usize,
 }
 
-/// The member chosen for a request, for the response header.
+/// The member chosen for a request, for the response header and the gRPC outcome.
 #[derive(Debug)]
 struct Routed {
     plan: Rc<Plan>,
     group: GroupId,
     member: usize,
+    /// Routed by its gRPC header or message: its `grpc-status` is counted.
+    grpc: bool,
 }
+
+/// The gRPC status header (or trailer); `0` is OK.
+const GRPC_STATUS: &str = "grpc-status";
 
 /// What `configure` made of the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +288,8 @@ impl Worker {
             plan.counter_names()
                 .map(|name| host.define_counter(&name).ok()),
         );
+        // The gRPC error counters: defined at each member's first error.
+        ids.extend(std::iter::repeat_n(None, plan.member_count()));
         self.counters = Counters::new(ids.into_boxed_slice());
         self.plan = Some(Rc::new(plan));
     }
@@ -511,8 +524,14 @@ impl Worker {
         self.on_request_body(host, stream, buffered, true)
     }
 
-    /// A response's headers: name the member that served a routed request.
-    pub fn on_response_headers(&mut self, host: &impl Host, stream: &mut Stream) {
+    /// A response's headers: name the member that served a routed request; a routed gRPC
+    /// call that ends here (trailers-only) has its status here.
+    pub fn on_response_headers(
+        &mut self,
+        host: &impl Host,
+        stream: &mut Stream,
+        end_of_stream: bool,
+    ) {
         let routed = match stream.routed.take() {
             Some(routed) => routed,
             // A request the watch released was routed in the worker's tick.
@@ -521,24 +540,87 @@ impl Worker {
                 _ => return,
             },
         };
-        let (Some(header), Some(member)) = (
+        if let (Some(header), Some(member)) = (
             routed.plan.routed_header(),
             routed
                 .plan
                 .group(routed.group)
                 .and_then(|g| g.members.get(routed.member)),
-        ) else {
+        ) {
+            // Set, not add: exactly one value, which an upstream cannot forge.
+            if let Err(error) = host.set_response_header(header, member.name.as_bytes()) {
+                self.report(host, error, "setting the response header");
+                return;
+            }
+        }
+        if !routed.grpc {
             return;
-        };
-        // Set, not add: exactly one value, which an upstream cannot forge.
-        if let Err(error) = host.set_response_header(header, member.name.as_bytes()) {
-            self.report(host, error, "setting the response header");
+        }
+        if end_of_stream {
+            let status = host.response_header(GRPC_STATUS);
+            self.grpc_outcome(host, &routed, status);
+        } else {
+            stream.awaiting_trailers = Some(routed);
         }
     }
 
-    /// The request is finished: the watch forgets it.
-    pub fn on_stream_done(&mut self, stream: &Stream) {
+    /// A response's trailers: the status of a routed gRPC call.
+    pub fn on_response_trailers(&mut self, host: &impl Host, stream: &mut Stream) {
+        if let Some(routed) = stream.awaiting_trailers.take() {
+            let status = host.response_trailer(GRPC_STATUS);
+            self.grpc_outcome(host, &routed, status);
+        }
+    }
+
+    /// The request is finished: the watch forgets it. A routed gRPC call whose response
+    /// had headers but never trailers (the stream was reset) failed.
+    pub fn on_stream_done(&mut self, host: &impl Host, stream: &mut Stream) {
         self.hold.gone(stream.id);
+        if let Some(routed) = stream.awaiting_trailers.take() {
+            self.count_grpc_error(host, &routed);
+        }
+    }
+
+    /// Counts a routed gRPC call whose status is not OK (or missing).
+    fn grpc_outcome(
+        &mut self,
+        host: &impl Host,
+        routed: &Routed,
+        status: Result<Option<Vec<u8>>, HostError>,
+    ) {
+        match status {
+            Ok(Some(value)) if value == b"0" => {}
+            Ok(_) => self.count_grpc_error(host, routed),
+            Err(error) => self.report(host, error, "reading the gRPC status"),
+        }
+    }
+
+    fn count_grpc_error(&mut self, host: &impl Host, routed: &Routed) {
+        // Counts of a plan no longer in force are dropped (its counters are gone).
+        let Some(plan) = self.plan.as_ref().filter(|p| Rc::ptr_eq(p, &routed.plan)) else {
+            return;
+        };
+        let Some(index) = plan
+            .group(routed.group)
+            .and_then(|g| g.members.get(routed.member))
+            .map(|m| m.counter_index)
+        else {
+            return;
+        };
+        let slot = grpc_error_slot(plan.member_count(), index);
+        if !self.counters.has_id(slot) {
+            let Some(name) = plan.grpc_errors_counter_name(index) else {
+                return;
+            };
+            match host.define_counter(&name) {
+                Ok(id) => self.counters.set_id(slot, id),
+                Err(error) => {
+                    self.report(host, error, "defining a gRPC error counter");
+                    return;
+                }
+            }
+        }
+        self.counters.count(slot);
     }
 
     /// Counts a request-path host error; logs the first one of the worker.
@@ -554,14 +636,18 @@ impl Worker {
 }
 
 impl Routed {
-    /// What the response header needs for a decision applied to a request; `None` when
-    /// the plan sets no routed header.
+    /// What the response path needs for a decision applied to a request; `None` for a
+    /// REST request when the plan sets no routed header.
     fn for_response(plan: &Rc<Plan>, decision: &Decision) -> Option<Routed> {
-        plan.routed_header()?;
+        let grpc = !matches!(decision.rewrite, Rewrite::Path(_));
+        if plan.routed_header().is_none() && !grpc {
+            return None;
+        }
         Some(Routed {
             plan: Rc::clone(plan),
             group: decision.group,
             member: decision.member,
+            grpc,
         })
     }
 }

@@ -43,8 +43,11 @@ fn send(host: &MockHost, worker: &mut Worker, headers: &[(&str, &[u8])]) -> (Vec
         Flow::Continue
     );
     let request = host.take_calls();
-    worker.on_response_headers(host, &mut stream);
-    worker.on_stream_done(&stream);
+    // The upstream answers OK: headers, then (gRPC) trailers.
+    host.answer(&[(":status", "200")], &[("grpc-status", "0")]);
+    worker.on_response_headers(host, &mut stream, false);
+    worker.on_response_trailers(host, &mut stream);
+    worker.on_stream_done(host, &mut stream);
     (request, host.take_calls())
 }
 
@@ -215,7 +218,13 @@ fn grpc_request_reads_content_type_and_model_header_then_sets_the_model() {
         request,
         [Call::GetRequestHeaders, Call::set("mm-vmodel-id", &member)]
     );
-    assert_eq!(response, [Call::respond(ROUTED, &member)]);
+    assert_eq!(
+        response,
+        [
+            Call::respond(ROUTED, &member),
+            Call::GetResponseTrailer("grpc-status".into())
+        ]
+    );
     assert_eq!(
         host.request_header_value("mm-vmodel-id").unwrap(),
         member.as_bytes()
@@ -588,8 +597,10 @@ fn held_call(
     let at_headers = hold(host, worker, &mut stream, headers, body);
     let flow = worker.on_request_body(host, &mut stream, body.len(), true);
     let at_body = host.take_calls();
-    worker.on_response_headers(host, &mut stream);
-    worker.on_stream_done(&stream);
+    host.answer(&[(":status", "200")], &[("grpc-status", "0")]);
+    worker.on_response_headers(host, &mut stream, false);
+    worker.on_response_trailers(host, &mut stream);
+    worker.on_stream_done(host, &mut stream);
     (at_headers, at_body, host.take_calls(), flow)
 }
 
@@ -629,7 +640,13 @@ fn a_group_in_model_name_is_held_read_rewritten_in_field_and_header_and_resumed(
         infer_body(member.as_bytes(), &tail()),
         "the message names the member; the rest is unchanged"
     );
-    assert_eq!(response, [Call::respond(ROUTED, &member)]);
+    assert_eq!(
+        response,
+        [
+            Call::respond(ROUTED, &member),
+            Call::GetResponseTrailer("grpc-status".into())
+        ]
+    );
     assert_eq!(worker.holding(), Holding::Works);
     // The next tick: the member counted, and back to the counters' tick.
     worker.tick(&host);
@@ -650,7 +667,13 @@ fn a_group_in_model_name_is_held_read_rewritten_in_field_and_header_and_resumed(
         assert_eq!(at_headers, [Call::GetRequestHeaders]);
         assert_eq!(at_body.len(), 3, "{at_body:?}");
         assert_eq!(at_body[2], Call::set(VMODEL, &member));
-        assert_eq!(response, [Call::respond(ROUTED, &member)]);
+        assert_eq!(
+            response,
+            [
+                Call::respond(ROUTED, &member),
+                Call::GetResponseTrailer("grpc-status".into())
+            ]
+        );
         assert_eq!(flow, Flow::Continue);
         *seen.entry(member).or_insert(0) += 1;
     }
@@ -722,7 +745,13 @@ fn a_model_name_that_names_no_group_is_left_alone() {
                 Call::set(VMODEL, &member)
             ]
         );
-        assert_eq!(response, [Call::respond(ROUTED, &member)]);
+        assert_eq!(
+            response,
+            [
+                Call::respond(ROUTED, &member),
+                Call::GetResponseTrailer("grpc-status".into())
+            ]
+        );
         assert_eq!(*host.body.borrow(), body, "unchanged");
     }
     worker.tick(&host);
@@ -769,9 +798,16 @@ fn without_allow_on_headers_stop_iteration_a_held_call_is_released_after_1_s() {
     );
     assert_eq!(host.take_calls(), []);
     assert_eq!(*host.body.borrow(), body);
-    worker.on_response_headers(&host, &mut stream);
-    assert_eq!(host.take_calls(), [Call::respond(ROUTED, &member)]);
-    worker.on_stream_done(&stream);
+    host.answer(&[(":status", "200"), ("grpc-status", "0")], &[]);
+    worker.on_response_headers(&host, &mut stream, true);
+    assert_eq!(
+        host.take_calls(),
+        [
+            Call::respond(ROUTED, &member),
+            Call::GetResponseHeader("grpc-status".into())
+        ]
+    );
+    worker.on_stream_done(&host, &mut stream);
 
     // Later calls on this worker are routed at their headers, as before model names.
     let (request, response) = send(&host, &mut worker, &headers);
@@ -780,7 +816,13 @@ fn without_allow_on_headers_stop_iteration_a_held_call_is_released_after_1_s() {
         request,
         [Call::GetRequestHeaders, Call::set(VMODEL, &member)]
     );
-    assert_eq!(response, [Call::respond(ROUTED, &member)]);
+    assert_eq!(
+        response,
+        [
+            Call::respond(ROUTED, &member),
+            Call::GetResponseTrailer("grpc-status".into())
+        ]
+    );
     host.advance(10 * HOLD_LIMIT_NANOS);
     worker.tick(&host);
     assert_eq!(
@@ -812,7 +854,7 @@ fn late_calls_released_together_and_a_gone_one_is_skipped() {
     );
     hold(&host, &mut worker, &mut third, &v2_call(&[]), &body);
     // The third is reset by its client: forgotten.
-    worker.on_stream_done(&third);
+    worker.on_stream_done(&host, &mut third);
     host.gone.borrow_mut().push(2);
     host.advance(HOLD_LIMIT_NANOS);
     worker.tick(&host);
@@ -829,7 +871,7 @@ fn late_calls_released_together_and_a_gone_one_is_skipped() {
         ],
         "no group in its header: resumed unchanged; the gone one skipped"
     );
-    worker.on_response_headers(&host, &mut first);
+    worker.on_response_headers(&host, &mut first, true);
     assert_eq!(host.take_calls(), [], "not routed");
 }
 
@@ -1044,9 +1086,10 @@ fn host_calls_per_request_by_path() {
     ));
     assert_eq!(
         (rest, grpc_other, by_header, by_model_name, plain),
-        (3, 3, 4, 5, 2),
+        (3, 4, 5, 6, 2),
         "REST group; gRPC group in the header (not KServe v2); KServe v2 with the group \
-         in mm-vmodel-id; KServe v2 with the group in model_name; KServe v2 naming a plain isvc"
+         in mm-vmodel-id; KServe v2 with the group in model_name; KServe v2 naming a plain isvc \
+         (a routed gRPC call's one more: its grpc-status)"
     );
 }
 
@@ -1057,3 +1100,90 @@ fn configured_vm() -> VmState {
 }
 
 use std::collections::BTreeMap;
+
+/// A routed gRPC call's outcome: `grpc-status` from the trailers, or from the headers of a
+/// trailers-only response; not OK, missing, or no trailers at all count as an error of the
+/// member (a counter defined at its first error). REST responses read nothing.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn grpc_errors_are_counted_per_member_from_the_status() {
+    let (host, mut worker) = configured(CONFIG);
+    let headers = [
+        (
+            ":path",
+            &b"/tensorflow.serving.PredictionService/Predict"[..],
+        ),
+        ("content-type", b"application/grpc"),
+        (VMODEL, b"ai-model"),
+    ];
+    let error_counter = |member: &str| format!("modelsplit.grpc_errors.apps.ai-model.{member}");
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    // (response headers, trailers, ends at the headers, error?)
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Pairs, Pairs, bool, bool); 5] = [
+        (&[(":status", "200")], &[("grpc-status", "0")], false, false),
+        (&[(":status", "200")], &[("grpc-status", "14")], false, true),
+        (&[(":status", "200"), ("grpc-status", "5")], &[], true, true),
+        (
+            &[(":status", "200"), ("grpc-status", "0")],
+            &[],
+            true,
+            false,
+        ),
+        (&[(":status", "503")], &[], true, true),
+    ];
+    for round in 0..20 {
+        for (response, trailers, ends, error) in cases {
+            host.request(&headers);
+            let mut stream = Stream::new(STREAM);
+            worker.on_request_headers(&host, &mut stream, false);
+            let member = header_text(&host, VMODEL).unwrap();
+            host.take_calls();
+            host.answer(response, trailers);
+            worker.on_response_headers(&host, &mut stream, ends);
+            if !ends {
+                worker.on_response_trailers(&host, &mut stream);
+            }
+            worker.on_stream_done(&host, &mut stream);
+            let calls = host.take_calls();
+            let read = if ends {
+                Call::GetResponseHeader("grpc-status".into())
+            } else {
+                Call::GetResponseTrailer("grpc-status".into())
+            };
+            assert_eq!(calls[..2], [Call::respond(ROUTED, &member), read]);
+            let first_error = error && !expected.contains_key(&member);
+            assert_eq!(
+                calls[2..],
+                if first_error {
+                    vec![Call::DefineCounter(error_counter(&member))]
+                } else {
+                    vec![]
+                },
+                "round {round}: the counter is defined once, at the member's first error"
+            );
+            if error {
+                *expected.entry(member).or_default() += 1;
+            }
+        }
+    }
+    // A call reset after its response headers never got trailers: an error too.
+    host.request(&headers);
+    let mut stream = Stream::new(STREAM);
+    worker.on_request_headers(&host, &mut stream, false);
+    let member = header_text(&host, VMODEL).unwrap();
+    host.answer(&[(":status", "200")], &[]);
+    worker.on_response_headers(&host, &mut stream, false);
+    worker.on_stream_done(&host, &mut stream);
+    *expected.entry(member).or_default() += 1;
+
+    worker.tick(&host);
+    for (member, n) in &expected {
+        assert_eq!(host.counter(&error_counter(member)), *n, "{member}");
+    }
+    assert_eq!(expected.values().sum::<u64>(), 61);
+
+    // REST: nothing read on the response.
+    let (_, response) = send(&host, &mut worker, &[(":path", PATH)]);
+    assert_eq!(response.len(), 1, "{response:?}");
+}
