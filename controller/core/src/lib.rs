@@ -23,12 +23,14 @@
 //! | InferenceService | label `serving.kserve.io/model-tag: <group>` | member of `<group>` |
 //! | InferenceService | annotation `serving.kserve.io/canaryTrafficPercent: "80"` | its share, 0–100, two decimals |
 //! | InferenceService | annotation `modelsplit.io/sticky-header: x-user-id` | the group's sticky header (members must agree) |
+//! | InferenceService | annotation `modelsplit.io/rollout: "steps=5,25,100 interval=30s ..."` | this member is a canary the controller rolls out ([`rollout`]; `modelsplit local`) |
 
 pub mod encode;
 pub mod manifests;
 pub mod planner;
 pub mod report;
 pub mod resources;
+pub mod rollout;
 pub mod routing;
 pub mod rules;
 pub mod settings;

@@ -12,6 +12,7 @@
 //! - [`watch`]: manifest change detection.
 //! - [`admin`]: Envoy's admin API, to confirm each step was applied.
 //! - [`changes`]: what to print after a render.
+//! - [`rollouts`]: automated rollouts declared on the manifests, judged from the gateway.
 //!
 //! Last known good works as in a cluster: the filter configuration last written is
 //! the `previous` of the next plan (and, at start, the one found in `--out`).
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod changes;
 pub mod envoy_files;
+pub mod rollouts;
 pub mod state;
 pub mod transition;
 pub mod watch;
@@ -48,6 +50,8 @@ pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release/modelsplit
 const WORKER_PROPAGATION: Duration = Duration::from_millis(250);
 /// Without the admin API, the pause between steps (Envoy applies files within milliseconds).
 const UNCONFIRMED_PAUSE: Duration = Duration::from_millis(500);
+/// How often a rollout in progress is judged.
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 /// How long Envoy may take to apply one step before we go on anyway.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -144,6 +148,7 @@ pub fn run(options: &LocalOptions, settings: &Settings) -> Result<(), LocalError
     let mut current: Option<GatewayState> = None;
     let mut changes = Changes::default();
     let mut snapshot = watch::Snapshot::take(&options.manifests);
+    let mut rollouts = rollouts::Rollouts::load(&out);
     loop {
         match modelsplit_core::manifests::load_manifests(&options.manifests) {
             Err(error) if options.once => return Err(error.into()),
@@ -151,7 +156,14 @@ pub fn run(options: &LocalOptions, settings: &Settings) -> Result<(), LocalError
                 "manifests not read: {error}; the gateway keeps its current files"
             )),
             Ok(observed) => {
-                let plan = planner::plan(&observed, &previous, settings);
+                let mut plan = planner::plan(&observed, &previous, settings);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                for line in rollouts.apply(&observed, &mut plan, options.admin.as_ref(), now) {
+                    say(&line);
+                }
                 let (state, others) =
                     gateway_state(&plan, &options.gateway_namespace, &options.upstreams);
                 let mut notes: Vec<String> = others.iter().map(ToString::to_string).collect();
@@ -172,10 +184,16 @@ pub fn run(options: &LocalOptions, settings: &Settings) -> Result<(), LocalError
         if options.once {
             return Ok(());
         }
-        let (next, changed) = watch::wait_for_change(&options.manifests, &snapshot);
-        snapshot = next;
-        let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
-        say(&format!("manifests changed: {}", names.join(", ")));
+        // A rollout in progress is judged again every second, edits or not.
+        let until = rollouts
+            .progressing()
+            .then(|| Instant::now() + ROLLOUT_TICK);
+        if let Some((next, changed)) = watch::wait_for_change(&options.manifests, &snapshot, until)
+        {
+            snapshot = next;
+            let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            say(&format!("manifests changed: {}", names.join(", ")));
+        }
     }
 }
 

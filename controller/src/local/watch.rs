@@ -42,12 +42,19 @@ impl Snapshot {
 
 /// Polls until the manifests differ from `last`, then until they stay the same for
 /// one more interval (an editor's write in several parts settles); returns the new
-/// snapshot and the files that changed.
-pub fn wait_for_change(paths: &[PathBuf], last: &Snapshot) -> (Snapshot, Vec<PathBuf>) {
+/// snapshot and the files that changed. With `until`, gives up then (None).
+pub fn wait_for_change(
+    paths: &[PathBuf],
+    last: &Snapshot,
+    until: Option<std::time::Instant>,
+) -> Option<(Snapshot, Vec<PathBuf>)> {
     loop {
         std::thread::sleep(POLL_INTERVAL);
         let mut now = Snapshot::take(paths);
         if now == *last {
+            if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                return None;
+            }
             continue;
         }
         loop {
@@ -59,7 +66,7 @@ pub fn wait_for_change(paths: &[PathBuf], last: &Snapshot) -> (Snapshot, Vec<Pat
             now = settled;
         }
         let changed = last.changed_files(&now);
-        return (now, changed);
+        return Some((now, changed));
     }
 }
 
@@ -138,9 +145,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(150));
             std::fs::write(&path, "w: 50").unwrap();
         });
-        let (after, changed) = wait_for_change(&root, &before);
+        let (after, changed) = wait_for_change(&root, &before, None).unwrap();
         writer.join().unwrap();
         assert_eq!(changed, root);
         assert_eq!(after, Snapshot::take(&root));
+        // With a deadline and no change: back at the deadline.
+        let started = std::time::Instant::now();
+        let until = started + Duration::from_millis(300);
+        assert_eq!(wait_for_change(&root, &after, Some(until)), None);
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }
