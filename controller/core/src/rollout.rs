@@ -570,4 +570,14 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn quantiles_are_bucket_bounds() {
+        let buckets = [(1.0, 0), (2.0, 90), (5.0, 99), (10.0, 100)];
+        assert_eq!(quantile(&buckets, 0.5), Some(2.0));
+        assert_eq!(quantile(&buckets, 0.99), Some(5.0));
+        assert_eq!(quantile(&buckets, 1.0), Some(10.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[(1.0, 0), (2.0, 0)], 0.5), None);
+    }
 }

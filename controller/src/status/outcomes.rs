@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use modelsplit_core::encode::envoy_routes::ROUTE_STATS;
+use modelsplit_core::rollout::quantile;
 
 /// The admin query: only member routes' statistics, histograms with cumulative buckets.
 pub const ROUTE_STATS_QUERY: &str =
@@ -137,20 +138,6 @@ pub fn outcome(
     })
 }
 
-/// The upper bound of the bucket the `q` quantile falls in (cumulative buckets).
-fn quantile(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
-    let total = cumulative.last()?.1;
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).ceil().max(1.0) as u64;
-    // Requests above the last bound (60 s) are not in the buckets, nor in `total`.
-    cumulative
-        .iter()
-        .find(|(_, n)| *n >= rank)
-        .map(|(bound, _)| *bound)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,15 +197,5 @@ mod tests {
         assert_eq!(idle.error_percent, None);
         assert_eq!(idle.p99_ms, None);
         assert!(parse_route_stats("not json").is_empty());
-    }
-
-    #[test]
-    fn quantiles_are_bucket_bounds() {
-        let buckets = [(1.0, 0), (2.0, 90), (5.0, 99), (10.0, 100)];
-        assert_eq!(quantile(&buckets, 0.5), Some(2.0));
-        assert_eq!(quantile(&buckets, 0.99), Some(5.0));
-        assert_eq!(quantile(&buckets, 1.0), Some(10.0));
-        assert_eq!(quantile(&[], 0.5), None);
-        assert_eq!(quantile(&[(1.0, 0), (2.0, 0)], 0.5), None);
     }
 }
