@@ -214,16 +214,6 @@ impl Plan {
         self.member_count
     }
 
-    /// The gRPC error counter name of the member with `counter_index`.
-    pub fn grpc_errors_counter_name(&self, counter_index: usize) -> Option<String> {
-        self.groups.iter().find_map(|g| {
-            g.members
-                .iter()
-                .find(|m| m.counter_index == counter_index)
-                .map(|m| grpc_errors_counter_name(&g.namespace, &g.name, &m.name))
-        })
-    }
-
     /// Every per-member counter name, in `counter_index` order.
     pub fn counter_names(&self) -> impl Iterator<Item = String> + '_ {
         self.groups.iter().flat_map(|g| {

@@ -46,7 +46,8 @@ use crate::headers::HeaderBlock;
 use crate::hold::{HoldWatch, Holding, WATCH_TICK_MILLIS};
 use crate::host_api::{Host, HostError, Level};
 use crate::plan::{
-    GroupId, Plan, CONFIG_REJECTED_COUNTER, HOST_ERROR_COUNTER, OVERRIDE_IGNORED_COUNTER,
+    grpc_errors_counter_name, GroupId, Plan, CONFIG_REJECTED_COUNTER, HOST_ERROR_COUNTER,
+    OVERRIDE_IGNORED_COUNTER,
 };
 use crate::route::{route, Decision, RequestHeaders, Rewrite};
 use std::rc::Rc;
@@ -600,18 +601,15 @@ impl Worker {
         let Some(plan) = self.plan.as_ref().filter(|p| Rc::ptr_eq(p, &routed.plan)) else {
             return;
         };
-        let Some(index) = plan
+        let Some((group, member)) = plan
             .group(routed.group)
-            .and_then(|g| g.members.get(routed.member))
-            .map(|m| m.counter_index)
+            .and_then(|g| Some((g, g.members.get(routed.member)?)))
         else {
             return;
         };
-        let slot = grpc_error_slot(plan.member_count(), index);
+        let slot = grpc_error_slot(plan.member_count(), member.counter_index);
         if !self.counters.has_id(slot) {
-            let Some(name) = plan.grpc_errors_counter_name(index) else {
-                return;
-            };
+            let name = grpc_errors_counter_name(&group.namespace, &group.name, &member.name);
             match host.define_counter(&name) {
                 Ok(id) => self.counters.set_id(slot, id),
                 Err(error) => {
