@@ -11,6 +11,8 @@
 //!   (cluster) or Envoy routes (local gateway).
 //! - [`report`]: per-group states and per-object notices.
 //! - [`settings`]: gateway defaults and WasmPlugin settings.
+//! - [`rollout`]: automated rollouts (declaration, state machine, weights per step);
+//!   [`histogram`]: the arithmetic of Envoy's bucketed histograms they and `status` use.
 //!
 //! What users write on their objects (docs/design.md sections 1 and 4):
 //!
@@ -26,6 +28,7 @@
 //! | InferenceService | annotation `modelsplit.io/rollout: "steps=5,25,100 interval=30s ..."` | this member is a canary the controller rolls out ([`rollout`]; `modelsplit local`) |
 
 pub mod encode;
+pub mod histogram;
 pub mod manifests;
 pub mod planner;
 pub mod report;

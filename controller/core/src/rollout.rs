@@ -10,6 +10,7 @@
 //! rest in proportion to their declared weights; rolled back, the canary gets 0; promoted,
 //! 100. Removing the annotation returns the group to its declared weights.
 
+use crate::histogram;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -121,7 +122,7 @@ pub struct Tally {
     pub responses: u64,
     pub errors: u64,
     /// Latency histogram: (upper bound ms, answers at or below it), ascending.
-    pub latency: Vec<(f64, u64)>,
+    pub latency: histogram::Buckets,
 }
 
 impl Tally {
@@ -134,17 +135,7 @@ impl Tally {
         Tally {
             responses: self.responses - earlier.responses,
             errors: self.errors.saturating_sub(earlier.errors),
-            latency: self
-                .latency
-                .iter()
-                .enumerate()
-                .map(|(i, &(bound, n))| {
-                    (
-                        bound,
-                        n.saturating_sub(earlier.latency.get(i).map_or(0, |b| b.1)),
-                    )
-                })
-                .collect(),
+            latency: histogram::since(&self.latency, &earlier.latency),
         }
     }
 
@@ -158,7 +149,7 @@ impl Tally {
 
     /// The bucket bound under which the 99th percentile falls (None without answers).
     pub fn p99_ms(&self) -> Option<f64> {
-        quantile(&self.latency, 0.99)
+        histogram::quantile(&self.latency, 0.99)
     }
 
     /// The bound of the bucket below the p99's: the p99 is certainly above it.
@@ -173,19 +164,6 @@ impl Tally {
                 .unwrap_or(0.0),
         )
     }
-}
-
-/// The upper bound of the bucket the `q` quantile of a cumulative histogram falls in.
-pub fn quantile(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
-    let total = cumulative.last()?.1;
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).ceil().max(1.0) as u64;
-    cumulative
-        .iter()
-        .find(|(_, n)| *n >= rank)
-        .map(|(bound, _)| *bound)
 }
 
 /// Where a rollout stands.
@@ -569,15 +547,5 @@ mod tests {
             weights(&[("v2".into(), 10000), ("v1".into(), 0)], "v2", 50),
             None
         );
-    }
-
-    #[test]
-    fn quantiles_are_bucket_bounds() {
-        let buckets = [(1.0, 0), (2.0, 90), (5.0, 99), (10.0, 100)];
-        assert_eq!(quantile(&buckets, 0.5), Some(2.0));
-        assert_eq!(quantile(&buckets, 0.99), Some(5.0));
-        assert_eq!(quantile(&buckets, 1.0), Some(10.0));
-        assert_eq!(quantile(&[], 0.5), None);
-        assert_eq!(quantile(&[(1.0, 0), (2.0, 0)], 0.5), None);
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use modelsplit_core::histogram;
 use modelsplit_core::planner::{Observed, Plan};
 use modelsplit_core::resources::inference_service::GROUP_LABEL;
 use modelsplit_core::rollout::{self, Declaration, Rollout, Tally, Verdict, ROLLOUT_ANNOTATION};
@@ -278,18 +279,7 @@ fn tallies(
         let tally = one(member);
         stable.responses += tally.responses;
         stable.errors += tally.errors;
-        stable.latency = if tally.latency.is_empty() {
-            stable.latency
-        } else if stable.latency.is_empty() {
-            tally.latency
-        } else {
-            stable
-                .latency
-                .iter()
-                .zip(&tally.latency)
-                .map(|(&(b, x), &(_, y))| (b, x + y))
-                .collect()
-        };
+        stable.latency = histogram::sum(&stable.latency, &tally.latency);
     }
     (one(canary), stable)
 }

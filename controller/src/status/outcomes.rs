@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use modelsplit_core::encode::envoy_routes::ROUTE_STATS;
-use modelsplit_core::rollout::quantile;
+use modelsplit_core::histogram::{self, quantile, Buckets};
 
 /// The admin query: only member routes' statistics, histograms with cumulative buckets.
 pub const ROUTE_STATS_QUERY: &str =
@@ -23,7 +23,7 @@ pub struct MemberRouteStats {
     /// Of which 5xx (`upstream_rq_5xx`).
     pub server_errors: u64,
     /// `upstream_rq_time`: (upper bound in ms, requests at or below it), ascending.
-    pub latency: Vec<(f64, u64)>,
+    pub latency: Buckets,
 }
 
 /// Route statistics by (namespace, model).
@@ -64,19 +64,19 @@ pub fn parse_route_stats(json: &str) -> RouteReadings {
                 _ => {}
             }
         }
-        for histogram in stat["histograms"].as_array().into_iter().flatten() {
-            let Some((key, "upstream_rq_time")) = histogram["name"].as_str().and_then(member_stat)
+        for recorded in stat["histograms"].as_array().into_iter().flatten() {
+            let Some((key, "upstream_rq_time")) = recorded["name"].as_str().and_then(member_stat)
             else {
                 continue;
             };
-            let buckets: Vec<(f64, u64)> = histogram["buckets"]
+            let buckets: Buckets = recorded["buckets"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|b| Some((b["upper_bound"].as_f64()?, b["cumulative"].as_u64()?)))
                 .collect();
             let entry = readings.entry(key).or_default();
-            entry.latency = add_buckets(&entry.latency, &buckets);
+            entry.latency = histogram::sum(&entry.latency, &buckets);
         }
     }
     readings
@@ -90,17 +90,6 @@ fn member_stat(name: &str) -> Option<((String, String), &str)> {
     let (namespace, model, _kind, field) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some(((namespace.to_string(), model.to_string()), field))
-}
-
-/// Bucket-wise sum of two cumulative histograms with the same bounds (one side may be empty).
-fn add_buckets(a: &[(f64, u64)], b: &[(f64, u64)]) -> Vec<(f64, u64)> {
-    if a.is_empty() {
-        return b.to_vec();
-    }
-    a.iter()
-        .zip(b)
-        .map(|(&(bound, x), &(_, y))| (bound, x + y))
-        .collect()
 }
 
 /// The outcome of `member` of `namespace` between two readings (an empty `before`: since
@@ -117,15 +106,7 @@ pub fn outcome(
     let then = before.get(&key).cloned().unwrap_or_default();
     let responses = now.completed.saturating_sub(then.completed);
     let server_errors = now.server_errors.saturating_sub(then.server_errors);
-    let window: Vec<(f64, u64)> = now
-        .latency
-        .iter()
-        .enumerate()
-        .map(|(i, &(bound, n))| {
-            let earlier = then.latency.get(i).map_or(0, |&(_, m)| m);
-            (bound, n.saturating_sub(earlier))
-        })
-        .collect();
+    let window = histogram::since(&now.latency, &then.latency);
     let errors = server_errors + grpc_errors;
     Some(Outcome {
         responses,
