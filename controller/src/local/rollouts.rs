@@ -14,7 +14,7 @@ use modelsplit_filter::plan::grpc_errors_counter_name;
 
 use super::admin::Admin;
 use crate::status::outcomes::RouteReadings;
-use crate::status::report::{Readings, ENVOY_STATS_PREFIX};
+use crate::status::report::{counter, Readings};
 
 /// The file in `--out` that keeps the rollouts' state.
 pub const ROLLOUTS_FILE: &str = "rollouts.json";
@@ -261,13 +261,10 @@ fn tallies(
             .get(&(namespace.to_string(), member.to_string()))
             .cloned()
             .unwrap_or_default();
-        let grpc_errors = counters
-            .get(&format!(
-                "{ENVOY_STATS_PREFIX}{}",
-                grpc_errors_counter_name(namespace, group, member)
-            ))
-            .copied()
-            .unwrap_or(0);
+        let grpc_errors = counter(
+            counters,
+            &grpc_errors_counter_name(namespace, group, member),
+        );
         Tally {
             responses: route.completed,
             errors: route.server_errors + grpc_errors,

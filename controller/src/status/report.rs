@@ -86,13 +86,8 @@ pub fn group_statuses(
                 .members
                 .iter()
                 .map(|m| {
-                    let name = format!(
-                        "{ENVOY_STATS_PREFIX}{}",
-                        requests_counter_name(&group.namespace, &group.name, &m.name)
-                    );
-                    let total = after.get(&name).copied().unwrap_or(0);
-                    let earlier = before.get(&name).copied().unwrap_or(0);
-                    (total.saturating_sub(earlier), total)
+                    let name = requests_counter_name(&group.namespace, &group.name, &m.name);
+                    (moved(before, after, &name), counter(after, &name))
                 })
                 .collect();
             let requests: u64 = counts.iter().map(|(n, _)| n).sum();
@@ -136,11 +131,18 @@ pub fn group_statuses(
     statuses
 }
 
-/// How far the counter `name` (without Envoy's prefix) moved between two readings.
+/// The filter's counter `name` (as the filter defines it, without Envoy's prefix) in a
+/// reading; 0 when absent.
+pub fn counter(readings: &Readings, name: &str) -> u64 {
+    readings
+        .get(&format!("{ENVOY_STATS_PREFIX}{name}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// How far the filter's counter `name` moved between two readings.
 fn moved(before: &Readings, after: &Readings, name: &str) -> u64 {
-    let name = format!("{ENVOY_STATS_PREFIX}{name}");
-    let now = after.get(&name).copied().unwrap_or(0);
-    now.saturating_sub(before.get(&name).copied().unwrap_or(0))
+    counter(after, name).saturating_sub(counter(before, name))
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
