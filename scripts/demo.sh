@@ -10,7 +10,9 @@
 # starts one ModelMesh stand-in per namespace, `modelsplit local` and Envoy, sends
 # REST and gRPC traffic and prints each member's share against its weight, then
 # re-weights a group by editing its manifest and measures how long the new split
-# took to be in force. Ctrl-C (or any failure) stops everything it started.
+# took to be in force, and finally runs two automated rollouts (modelsplit.io/rollout) under
+# steady load: a healthy canary promoted step by step, a failing one rolled back, each step
+# printed as it happens. Ctrl-C (or any failure) stops everything it started.
 # Ports: MODELSPLIT_DEMO_PORT (gateway, default 18080), admin on that + 1821,
 # stand-ins on 18008/18033 and 18108/18133.
 set -euo pipefail
@@ -21,7 +23,7 @@ keep=false
 for arg in "$@"; do
   case "$arg" in
     --keep) keep=true ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -110,9 +112,11 @@ cp -r envoy/examples "$demo/manifests"
 ls "$demo/manifests" | sed 's/^/    /'
 
 step "starting one ModelMesh stand-in per namespace"
-start standin-modelmesh-apps "$bin/modelmesh-standin" --namespace modelmesh-apps --rest 127.0.0.1:18008 --grpc 127.0.0.1:18033
+# churn-model-v2 (a canary of the rollouts at the end) answers every 4th request with an error.
+start standin-modelmesh-apps "$bin/modelmesh-standin" --namespace modelmesh-apps --rest 127.0.0.1:18008 --grpc 127.0.0.1:18033 \
+  --fail-model churn-model-v2 --fail-every 4
 start standin-team-b "$bin/modelmesh-standin" --namespace team-b --rest 127.0.0.1:18108 --grpc 127.0.0.1:18133
-ok "modelmesh-apps on 18008 (REST) / 18033 (gRPC), team-b on 18108 / 18133"
+ok "modelmesh-apps on 18008 (REST) / 18033 (gRPC), team-b on 18108 / 18133 (churn-model-v2 fails 1 in 4)"
 
 step "starting modelsplit local (renders Envoy's files from the manifests, watches them)"
 start modelsplit-local "$bin/modelsplit" local -f "$demo/manifests" --out "$demo/gateway" --wasm "$wasm" \
@@ -172,6 +176,68 @@ wait_until 10 "modelsplit local reporting the invalid edit" grep -q "stale" "$lo
 show_new_log "$seen"
 ok "the gateway keeps the last good split:"
 load split --group modelmesh-apps/ai-model --requests 1000
+
+rollout_manifest() { # rollout_manifest GROUP STABLE CANARY: 90/10, the canary declaring a rollout
+  local member name weight
+  for member in "$2:90" "$3:10"; do
+    name=${member%%:*} weight=${member##*:}
+    printf -- '---\napiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata:\n'
+    printf '  name: %s\n  namespace: modelmesh-apps\n  labels:\n    serving.kserve.io/model-tag: %s\n' "$name" "$1"
+    printf '  annotations:\n    serving.kserve.io/deploymentMode: ModelMesh\n'
+    printf '    serving.kserve.io/canaryTrafficPercent: "%s"\n' "$weight"
+    [ "$name" = "$3" ] && printf '    modelsplit.io/rollout: "%s"\n' "$rollout"
+    printf 'spec:\n  predictor:\n    model:\n      modelFormat: {name: sklearn}\n      runtime: my-runtime\n'
+    printf '      storage: {key: localMinIO, path: sklearn/%s.joblib}\n' "$name"
+  done
+}
+
+rollout="steps=10,50,100 interval=3s max-error-percent=2 max-p99-ratio=3 min-requests=60"
+step "automated rollouts: two canaries start at 10%, each declaring modelsplit.io/rollout"
+ok "$rollout"
+ok "fraud-model-v2 answers well; churn-model-v2 fails 1 request in 4 (the stand-in's --fail-every 4)"
+# Steady load first, so that the rollouts have numbers to judge from their first step.
+steady_load() { # steady_load GROUP: in the background, its pid in $!
+  "$bin/modelsplit-load" steady --gateway "$gateway" --admin "$admin" --group "modelmesh-apps/$1" \
+    --rate 300 --seconds 60 >"$logs/load-$1.log" 2>&1 &
+  pids+=("$!")
+}
+steady_load fraud-model; fraud_load=$!
+steady_load churn-model; churn_load=$!
+seen=$(log_lines)
+shown=$seen
+started=$(now_ms)
+{ rollout_manifest fraud-model fraud-model-v1 fraud-model-v2
+  rollout_manifest churn-model churn-model-v1 churn-model-v2; } >"$demo/manifests/rollouts.yaml"
+
+# Each rollout decision as modelsplit local says it (not the "holding" lines between them),
+# with the time since the manifests appeared.
+show_rollout_lines() {
+  local now elapsed line
+  now=$(log_lines)
+  elapsed=$(( $(now_ms) - started ))
+  while IFS= read -r line; do
+    printf '%s    +%d.%d s  %s%s\n' "$green" "$((elapsed / 1000))" "$((elapsed % 1000 / 100))" "$line" "$plain"
+  done < <(sed -n "$((shown + 1)),${now}p" "$logs/modelsplit-local.log" | grep 'rollout' | grep -v ': holding: ')
+  shown=$now
+}
+decided() { tail -n +"$((seen + 1))" "$logs/modelsplit-local.log" | grep -q "$1"; }
+deadline=$((SECONDS + 45))
+until decided 'fraud-model: fraud-model-v2 at 100%: promoted' && decided 'churn-model: churn-model-v2 at 0%: ROLLED BACK'; do
+  show_rollout_lines
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "demo: the two rollouts did not finish within 45 s; see $logs/modelsplit-local.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+show_rollout_lines
+ok "nobody touched an annotation: fraud-model-v2 now serves all of fraud-model, churn-model is back on v1"
+ok "(the manifests still say 90/10; the rollouts' state is in $demo/gateway/rollouts.json)"
+echo "    the gateway's own numbers over the next 2 s (modelsplit status --window 2):"
+"$bin/modelsplit" status --admin "$admin" --window 2 |
+  awk '/^[^ ]/ {show = /^modelmesh-apps\/(fraud|churn)-model/} show' | sed 's/^/    /'
+kill "$fraud_load" "$churn_load" 2>/dev/null || true
+wait "$fraud_load" "$churn_load" 2>/dev/null || true
 
 step "done: the split followed the manifests, live"
 if $keep; then

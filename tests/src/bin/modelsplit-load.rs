@@ -6,6 +6,8 @@
 //!   checks every user stayed on one member and shows how users spread.
 //! - `wait-split`: waits until Envoy runs a group with the expected shares and
 //!   prints how long after a given moment (the manifest edit) that happened.
+//! - `steady`: a steady REST load on a group for a while (what an automated rollout
+//!   judges), then how many answers each member gave and how many were errors.
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +36,8 @@ enum Command {
     Sticky(StickyArgs),
     /// Wait until Envoy runs the group with the expected shares.
     WaitSplit(WaitArgs),
+    /// A steady REST load on a group for a while; prints the answers per member.
+    Steady(SteadyArgs),
 }
 
 #[derive(Args)]
@@ -95,12 +99,27 @@ struct WaitArgs {
     timeout_seconds: u64,
 }
 
+#[derive(Args)]
+struct SteadyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Requests per second (spread over the workers).
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    #[arg(long, default_value_t = 4)]
+    concurrency: u32,
+    /// Stop after this long (or when interrupted).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Split(args) => split(args).await,
         Command::Sticky(args) => sticky(args).await,
         Command::WaitSplit(args) => wait_split(args).await,
+        Command::Steady(args) => steady(args).await,
     }
 }
 
@@ -344,4 +363,62 @@ fn now_ms() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis()
+}
+
+async fn steady(args: SteadyArgs) -> anyhow::Result<()> {
+    let (namespace, name) = args.target.group()?;
+    let url = format!(
+        "{}/modelmesh/{namespace}/v2/models/{name}/infer",
+        args.target.gateway
+    );
+    let http = HttpClient::default();
+    let workers = args.concurrency.max(1);
+    // Each worker sends one request per period, so together they keep the rate.
+    let period = Duration::from_secs_f64(f64::from(workers) / f64::from(args.rate.max(1)));
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut answers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while Instant::now() < until {
+                    ticks.tick().await;
+                    let (member, failed) = match http
+                        .post_json(&url, &[], &serde_json::json!({"inputs": []}))
+                        .await
+                    {
+                        Ok(reply) => (
+                            Observed::from_rest(&reply)
+                                .routed_to
+                                .unwrap_or_else(|| "(no member)".to_string()),
+                            reply.status >= 500,
+                        ),
+                        Err(_) => ("(no answer)".to_string(), true),
+                    };
+                    let counts = answers.entry(member).or_default();
+                    counts.0 += 1;
+                    counts.1 += u64::from(failed);
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for task in tasks {
+        for (member, (n, failed)) in task.await? {
+            let counts = answers.entry(member).or_default();
+            counts.0 += n;
+            counts.1 += failed;
+        }
+    }
+    println!(
+        "REST {namespace}/{name}: steady load for {} s",
+        args.seconds
+    );
+    for (member, (n, failed)) in answers {
+        println!("  {member:<16} {n:>7} answers, {failed:>5} errors");
+    }
+    Ok(())
 }
