@@ -148,7 +148,7 @@ pub fn run(options: &LocalOptions, settings: &Settings) -> Result<(), LocalError
     let mut current: Option<GatewayState> = None;
     let mut changes = Changes::default();
     let mut snapshot = watch::Snapshot::take(&options.manifests);
-    let mut rollouts = rollouts::Rollouts::load(&out);
+    let mut rollouts = rollouts::LocalRollouts::load(&out);
     loop {
         match modelsplit_core::manifests::load_manifests(&options.manifests) {
             Err(error) if options.once => return Err(error.into()),
