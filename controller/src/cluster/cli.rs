@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::error::exit_code;
 use super::filter_module::FilterModule;
 use super::filter_source::{self, FilterSource, FilterSourceError, ServiceAddress};
+use super::gateway_stats::StatsEndpoint;
 use super::lease::LeaseSettings;
 use super::reconcile::Publishing;
 use super::watch::Scope;
@@ -73,6 +74,13 @@ pub struct RunFlags {
     /// The cluster's DNS domain, in the published URL of the served module.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
+    /// Automated rollouts read each gateway pod's statistics (the pods the WasmPlugins
+    /// select) on this port: Istio's Prometheus port.
+    #[arg(long, default_value_t = 15090, value_name = "PORT")]
+    pub gateway_stats_port: u16,
+    /// ... at this path.
+    #[arg(long, default_value = "/stats/prometheus", value_name = "PATH")]
+    pub gateway_stats_path: String,
 }
 
 /// The Service of controller/deploy/service.yaml.
@@ -173,6 +181,10 @@ impl RunFlags {
             served,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             debounce: Duration::from_millis(self.debounce_ms),
+            gateway_stats: StatsEndpoint {
+                port: self.gateway_stats_port,
+                path: self.gateway_stats_path.clone(),
+            },
         }
     }
 }

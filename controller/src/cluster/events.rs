@@ -40,6 +40,20 @@ pub enum EventReason {
     ModelsplitNotice,
     /// A group's routes could not be written ([`NoticeReason::RoutesNotWritten`]).
     RoutesNotWritten,
+    /// Automated rollouts (`modelsplit.io/rollout`), on the canary: its first step,
+    RolloutStarted,
+    /// the next step,
+    RolloutAdvanced,
+    /// the last step passed,
+    RolloutPromoted,
+    /// a threshold broken (the numbers in the note),
+    RolloutRolledBack,
+    /// the gateway's numbers cannot be read,
+    RolloutWaiting,
+    /// a declaration that cannot be followed,
+    RolloutIgnored,
+    /// the declaration removed.
+    RolloutRemoved,
 }
 
 impl EventReason {
@@ -53,18 +67,33 @@ impl EventReason {
             EventReason::GrpcNameLost => "GrpcNameLost",
             EventReason::ModelsplitNotice => "ModelsplitNotice",
             EventReason::RoutesNotWritten => "RoutesNotWritten",
+            EventReason::RolloutStarted => "RolloutStarted",
+            EventReason::RolloutAdvanced => "RolloutAdvanced",
+            EventReason::RolloutPromoted => "RolloutPromoted",
+            EventReason::RolloutRolledBack => "RolloutRolledBack",
+            EventReason::RolloutWaiting => "RolloutWaiting",
+            EventReason::RolloutIgnored => "RolloutIgnored",
+            EventReason::RolloutRemoved => "RolloutRemoved",
         }
     }
 
     /// Normal for news that need nothing done, Warning for the rest.
     pub const fn event_type(self) -> EventType {
         match self {
-            EventReason::GroupReady | EventReason::GroupIgnored => EventType::Normal,
+            EventReason::GroupReady
+            | EventReason::GroupIgnored
+            | EventReason::RolloutStarted
+            | EventReason::RolloutAdvanced
+            | EventReason::RolloutPromoted
+            | EventReason::RolloutRemoved => EventType::Normal,
             EventReason::GroupStale
             | EventReason::GroupInvalid
             | EventReason::GrpcNameLost
             | EventReason::ModelsplitNotice
-            | EventReason::RoutesNotWritten => EventType::Warning,
+            | EventReason::RoutesNotWritten
+            | EventReason::RolloutRolledBack
+            | EventReason::RolloutWaiting
+            | EventReason::RolloutIgnored => EventType::Warning,
         }
     }
 }

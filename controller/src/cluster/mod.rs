@@ -10,6 +10,8 @@
 //! - [`filter_module`], [`filter_source`], [`filter_server`]: the filter module the controller
 //!   ships with, published by default and served at `/filter/<sha256>.wasm` by every replica.
 //! - [`preflight`]: missing CRDs and RBAC denials, reported before anything starts.
+//! - [`rollouts`]: automated rollouts, judged from [`gateway_stats`], kept in
+//!   [`rollout_state`].
 //!
 //! The loop itself ([`run`]) is thin glue; everything it calls is tested on its own
 //! against a mock API server (controller/tests/cluster_*.rs).
@@ -21,6 +23,7 @@ pub mod events;
 pub mod filter_module;
 pub mod filter_server;
 pub mod filter_source;
+pub mod gateway_stats;
 pub mod kinds;
 pub mod lease;
 pub mod metrics;
@@ -28,6 +31,8 @@ pub mod preflight;
 pub mod reconcile;
 pub mod recorder;
 pub mod retry;
+pub mod rollout_state;
+pub mod rollouts;
 pub mod snapshot;
 pub mod staging;
 pub mod trim;
@@ -66,6 +71,8 @@ pub struct RunSettings {
     /// Changes within this long of the first one are planned together (a pass starts at
     /// most this long after a change, however many follow).
     pub debounce: Duration,
+    /// Where the gateway pods serve the statistics rollouts are judged from.
+    pub gateway_stats: gateway_stats::StatsEndpoint,
 }
 
 /// Runs until `shutdown` turns true. Fails early, with a clear error, when a CRD is
@@ -115,6 +122,15 @@ pub async fn run(
         settings.lease.identity.clone(),
     )
     .with_publishing(settings.publishing.clone());
+    let store = rollout_state::StateStore::new(
+        reconciler.client.clone(),
+        &settings.lease.namespace,
+        &settings.publishing.instance,
+    );
+    reconciler = reconciler.with_rollouts(rollouts::ClusterRollouts::new(
+        store,
+        settings.gateway_stats.clone(),
+    ));
     let mut leader_changes = leadership.subscribe();
     let mut resync = tokio::time::interval(settings.resync);
     // A long pass delays the next resync instead of causing a burst of them.
@@ -156,6 +172,11 @@ pub async fn run(
                     let wait = std::time::Duration::try_from(wait).unwrap_or_default();
                     Instant::now() + wait + Duration::from_millis(50)
                 });
+                // A rollout in progress is judged again every second, edits or not.
+                if outcome.rollouts_progressing {
+                    let tick = Instant::now() + ROLLOUT_TICK;
+                    wake_at = Some(wake_at.map_or(tick, |at| at.min(tick)));
+                }
                 tracing::debug!(
                     groups = outcome.plan.groups.len(),
                     events = outcome.events,
@@ -181,6 +202,9 @@ pub async fn run(
     let _ = server.await;
     Ok(())
 }
+
+/// How often a rollout in progress is judged.
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 
 /// Gathers the changes of one `quiet` interval into one pass: waits `quiet` after the
 /// first change (however many follow: under churn, say the start-up burst, a pass still

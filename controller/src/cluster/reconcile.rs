@@ -18,6 +18,7 @@ use super::lease::Leadership;
 use super::metrics::{Metrics, PassStage};
 use super::recorder::{self, EventQueue, Limits};
 use super::retry::Backoff;
+use super::rollouts::ClusterRollouts;
 use super::snapshot::Snapshot;
 use super::staging::{self, Published, CONFIG_CHANGED_ANNOTATION};
 use super::watch::Scope;
@@ -51,6 +52,8 @@ pub struct ReconcileOutcome {
     pub events: usize,
     /// When a route kept only for the grace period may be removed: plan again then.
     pub wake_at: Option<Timestamp>,
+    /// A rollout is moving: plan again in about a second.
+    pub rollouts_progressing: bool,
 }
 
 /// Who this controller is among others on the same gateways, and how it stages writes.
@@ -90,6 +93,7 @@ pub struct Reconciler {
     pub backoff: Backoff,
     memory: EventMemory,
     events: EventQueue,
+    rollouts: Option<ClusterRollouts>,
 }
 
 impl Reconciler {
@@ -118,6 +122,7 @@ impl Reconciler {
             backoff: Backoff::default(),
             memory: EventMemory::default(),
             events,
+            rollouts: None,
         }
     }
 
@@ -128,6 +133,12 @@ impl Reconciler {
 
     pub fn with_publishing(mut self, publishing: Publishing) -> Self {
         self.publishing = publishing;
+        self
+    }
+
+    /// Follows the rollouts declared on InferenceServices (`modelsplit run` always does).
+    pub fn with_rollouts(mut self, rollouts: ClusterRollouts) -> Self {
+        self.rollouts = Some(rollouts);
         self
     }
 
@@ -152,6 +163,29 @@ impl Reconciler {
             .map(|(ns, p)| (ns.clone(), p.config.clone()))
             .collect();
         let mut plan = planner::plan(&observed, &previous, &self.settings);
+        let mut rollouts_progressing = false;
+        if let Some(rollouts) = &mut self.rollouts {
+            let selector = self
+                .settings
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let judged = rollouts
+                .judge(
+                    &self.client,
+                    &observed,
+                    &mut plan,
+                    &selector,
+                    &snapshot.isvc_uids(),
+                )
+                .await?;
+            rollouts_progressing = judged.progressing;
+            for spec in judged.events {
+                self.events.offer(spec);
+            }
+        }
         self.count_groups(&plan);
         let served: Vec<_> = previous.values().cloned().collect();
         self.memory.seed_once(&plan.groups, &served);
@@ -314,6 +348,7 @@ impl Reconciler {
             plan,
             events: sent,
             wake_at,
+            rollouts_progressing,
         };
         match first_error {
             Some(message) => Err(ClusterError::Incomplete { message }),
