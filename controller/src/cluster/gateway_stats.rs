@@ -75,10 +75,7 @@ impl Samples {
                         let Ok(bound) = le.parse() else { continue };
                         bound
                     };
-                    let buckets = samples
-                        .histograms
-                        .entry(histogram.to_string())
-                        .or_default();
+                    let buckets = samples.histograms.entry(histogram.to_string()).or_default();
                     buckets.push((bound, value as u64));
                     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 }
@@ -187,12 +184,10 @@ pub async fn scrape(
             .await;
             let text = match read {
                 Ok(Ok(Ok(text))) => text,
-                Ok(Ok(Err(e))) => {
-                    return Err(format!(
-                        "cannot read the statistics of gateway pod {namespace}/{pod} at {url}{}: {e}",
-                        endpoint.path
-                    ))
-                }
+                Ok(Ok(Err(e))) => return Err(format!(
+                    "cannot read the statistics of gateway pod {namespace}/{pod} at {url}{}: {e}",
+                    endpoint.path
+                )),
                 _ => {
                     return Err(format!(
                         "gateway pod {namespace}/{pod} did not answer at {url}{} in time",
@@ -238,7 +233,10 @@ modelsplit_latency_ms_apps_ai_model_v2_count{} 10
         let canary = samples.tally("apps", "ai-model", "v2");
         assert_eq!(canary.responses, 10);
         assert_eq!(canary.errors, 3);
-        assert_eq!(canary.latency, vec![(1.0, 4), (5.0, 9), (f64::INFINITY, 10)]);
+        assert_eq!(
+            canary.latency,
+            vec![(1.0, 4), (5.0, 9), (f64::INFINITY, 10)]
+        );
         let stable = samples.tally("apps", "ai-model", "v1");
         assert_eq!((stable.responses, stable.errors), (90, 0));
         assert!(stable.latency.is_empty());

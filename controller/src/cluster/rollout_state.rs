@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client};
 
-use modelsplit_core::resources::{MANAGED_BY_LABEL, MANAGER};
 use crate::rollouts::States;
+use modelsplit_core::resources::{MANAGED_BY_LABEL, MANAGER};
 
 /// The ConfigMap's key holding the states as JSON.
 pub const STATE_KEY: &str = "rollouts.json";

@@ -57,13 +57,17 @@ impl ClusterRollouts {
             if !self.driver.wanted(observed) {
                 return Ok(Judged::default());
             }
-            let states = self.store.load().await.map_err(|source| ClusterError::Kube {
-                action: format!(
-                    "reading the rollouts' state (ConfigMap {})",
-                    self.store.name()
-                ),
-                source,
-            })?;
+            let states = self
+                .store
+                .load()
+                .await
+                .map_err(|source| ClusterError::Kube {
+                    action: format!(
+                        "reading the rollouts' state (ConfigMap {})",
+                        self.store.name()
+                    ),
+                    source,
+                })?;
             self.driver = Rollouts::new(states);
             self.loaded = true;
         }

@@ -57,9 +57,9 @@ impl LocalRollouts {
             None => Err("run with --admin, rollouts judge the gateway's numbers".to_string()),
         };
         let numbers = numbers.as_ref().map(|n| n as &dyn GatewayNumbers);
-        let (lines, changed) = self
-            .rollouts
-            .apply(observed, plan, numbers.map_err(Clone::clone), now);
+        let (lines, changed) =
+            self.rollouts
+                .apply(observed, plan, numbers.map_err(Clone::clone), now);
         let mut lines: Vec<String> = lines.into_iter().map(|l| l.text).collect();
         if changed {
             let text = serde_json::to_string_pretty(self.rollouts.states()).unwrap_or_default();

@@ -54,21 +54,35 @@ pub struct Cluster {
 
 static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Stand-ins serving exactly the models of each namespace.
+fn only(namespaces: &[(&str, &[&str])]) -> Vec<StandInConfig> {
+    namespaces
+        .iter()
+        .map(|(namespace, models)| StandInConfig::only(namespace, models))
+        .collect()
+}
+
 impl Cluster {
     /// Starts everything but the controller; `namespaces` are mesh namespaces bound to the
     /// gateway, each with a ModelMesh stand-in that serves exactly `models`.
     pub async fn start(namespaces: &[(&str, &[&str])]) -> Cluster {
-        Cluster::start_with(namespaces, true).await
+        Cluster::start_with(&only(namespaces), true).await
+    }
+
+    /// Like [`Cluster::start`], with stand-ins as `standins` configure them (say, a model
+    /// that fails some requests).
+    pub async fn start_standins(standins: &[StandInConfig]) -> Cluster {
+        Cluster::start_with(standins, true).await
     }
 
     /// Like [`Cluster::start`], but the namespaces are as they are before the ODH workflow
     /// (the install guide's step 4): not in the mesh, no gateway named, their runtime without
     /// `enable-route`; ModelMesh's Service (the stand-in) is there.
     pub async fn start_before_odh(namespaces: &[(&str, &[&str])]) -> Cluster {
-        Cluster::start_with(namespaces, false).await
+        Cluster::start_with(&only(namespaces), false).await
     }
 
-    async fn start_with(namespaces: &[(&str, &[&str])], in_mesh: bool) -> Cluster {
+    async fn start_with(configs: &[StandInConfig], in_mesh: bool) -> Cluster {
         let one_at_a_time = ONE_CLUSTER.lock().await;
         let started = Instant::now();
         let binaries = ControlPlaneBinaries::require();
@@ -105,8 +119,9 @@ impl Cluster {
         admin.apply(&gateway_yaml(port));
 
         let mut standins = BTreeMap::new();
-        for (namespace, models) in namespaces {
-            let standin = StandIn::start_local(StandInConfig::only(namespace, models))
+        for config in configs {
+            let namespace = &config.namespace;
+            let standin = StandIn::start_local(config.clone())
                 .await
                 .expect("stand-in");
             admin.apply(&if in_mesh {
