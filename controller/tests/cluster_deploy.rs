@@ -18,7 +18,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use modelsplit_controller::cluster::kinds::{CLUSTER_ACCESS, LEASE_ACCESS};
+use modelsplit_controller::cluster::kinds::{
+    CLUSTER_ACCESS, LEASE_ACCESS, ROLLOUT_CLUSTER_ACCESS, ROLLOUT_STATE_ACCESS,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -193,7 +195,7 @@ fn grants(rules: &Value) -> BTreeSet<(String, String, String)> {
 fn rbac_grants_exactly_what_the_controller_uses() {
     let objects = listed_objects();
     let mut needed = BTreeSet::new();
-    for (resource, verbs) in CLUSTER_ACCESS {
+    for (resource, verbs) in CLUSTER_ACCESS.iter().chain([&ROLLOUT_CLUSTER_ACCESS]) {
         for verb in *verbs {
             needed.insert((
                 resource.group.to_string(),
@@ -221,14 +223,16 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         assert!(rule.get("resourceNames").is_none(), "{rule}");
     }
     let granted = grants(&role["rules"]);
-    let needed: BTreeSet<_> = verbs
+    let needed: BTreeSet<_> = [(lease, verbs), ROLLOUT_STATE_ACCESS]
         .iter()
-        .map(|v| {
-            (
-                lease.group.to_string(),
-                lease.plural.to_string(),
-                v.to_string(),
-            )
+        .flat_map(|(resource, verbs)| {
+            verbs.iter().map(|v| {
+                (
+                    resource.group.to_string(),
+                    resource.plural.to_string(),
+                    v.to_string(),
+                )
+            })
         })
         .collect();
     assert_eq!(granted, needed);

@@ -153,7 +153,7 @@ pub async fn scrape(
         let listed = pods
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(|e| format!("cannot list the gateway pods ({selector}) in {namespace}: {e}; the controller needs list on pods there (controller/deploy/rbac.yaml)"))?;
+            .map_err(|e| format!("cannot list the gateway pods ({selector}) in {namespace}: {e}; the controller needs list on pods (ClusterRole modelsplit-controller in controller/deploy/clusterrole.yaml)"))?;
         let running: Vec<(String, String)> = listed
             .items
             .iter()
@@ -184,10 +184,12 @@ pub async fn scrape(
             .await;
             let text = match read {
                 Ok(Ok(Ok(text))) => text,
-                Ok(Ok(Err(e))) => return Err(format!(
+                Ok(Ok(Err(e))) => {
+                    return Err(format!(
                     "cannot read the statistics of gateway pod {namespace}/{pod} at {url}{}: {e}",
                     endpoint.path
-                )),
+                ))
+                }
                 _ => {
                     return Err(format!(
                         "gateway pod {namespace}/{pod} did not answer at {url}{} in time",

@@ -83,6 +83,18 @@ pub static EVENTS: ResourceName = ResourceName {
     plural: "events",
     provided_by: "Kubernetes (events.k8s.io/v1; modelsplit is tested with v1.34.4)",
 };
+pub static PODS: ResourceName = ResourceName {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    provided_by: "Kubernetes",
+};
+pub static CONFIG_MAPS: ResourceName = ResourceName {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    provided_by: "Kubernetes",
+};
 pub static LEASES: ResourceName = ResourceName {
     group: "coordination.k8s.io",
     version: "v1",
@@ -129,6 +141,13 @@ pub const CLUSTER_ACCESS: &[(&ResourceName, &[Verb])] = &[
     ),
     (&EVENTS, &[Verb::Create]),
 ];
+
+/// Verbs automated rollouts need: cluster-wide, to find the gateway pods (ClusterRole),
+/// and in the controller's own namespace, to keep their state (Role). Not checked at
+/// startup: without them only rollouts wait (a `RolloutWaiting` Event says what is missing).
+pub const ROLLOUT_CLUSTER_ACCESS: (&ResourceName, &[Verb]) = (&PODS, &[Verb::List]);
+pub const ROLLOUT_STATE_ACCESS: (&ResourceName, &[Verb]) =
+    (&CONFIG_MAPS, &[Verb::Get, Verb::Create, Verb::Patch]);
 
 /// Verbs needed on the Lease in the controller's own namespace (Role).
 pub const LEASE_ACCESS: (&ResourceName, &[Verb]) =
