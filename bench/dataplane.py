@@ -58,7 +58,7 @@ def envoy_binary():
 # ---------------------------------------------------------------- configurations
 
 
-def filter_config(groups, routed=True, override=True, sticky=True):
+def filter_config(groups, routed=True, override=True, sticky=True, observe=False):
     """The modelsplit configuration (docs/design.md section 3) with `groups` groups.
 
     The measured group is apps/ai-model (80/20, sticky on x-user-id); the others
@@ -74,6 +74,9 @@ def filter_config(groups, routed=True, override=True, sticky=True):
     ]
     if sticky:
         out[0]["stickyHeader"] = "x-user-id"
+    if observe:
+        # A rollout declared: the filter times each answer and counts REST 5xx.
+        out[0]["observe"] = True
     for i in range(groups - 1):
         ns, name = f"ns-{i % 100:03d}", f"model-{i:05d}"
         out.append(
@@ -343,6 +346,8 @@ def instances(wasm, ports):
         ("modelsplit-no-override", dict(override=False), "override header off"),
         ("modelsplit-no-sticky", dict(sticky=False), "group without stickyHeader"),
         ("modelsplit-minimal", dict(routed=False, override=False, sticky=False), "all three off"),
+        # And the one that adds: a group whose canary declares a rollout.
+        ("modelsplit-observed", dict(observe=True), "group with a rollout (outcomes kept)"),
     ]:
         simple(
             name,
@@ -499,6 +504,7 @@ CELLS = [
     ("ms-no-override", "modelsplit-no-override", *REST, "(4-) REST, override header off", MEMBERS, True),
     ("ms-no-sticky", "modelsplit-no-sticky", *REST, "(4-) REST, group not sticky", MEMBERS, True),
     ("ms-minimal", "modelsplit-minimal", *REST, "(4-) REST, all three off", MEMBERS, False),
+    ("ms-observed", "modelsplit-observed", *REST, "(4o) REST, group with a rollout (outcomes kept)", MEMBERS, True),
     ("lua", "lua", *REST, "(5) Lua filter, same split", MEMBERS, True),
     ("two-pass", "two-pass", *REST, "(6) ODH two-pass split", MEMBERS, False),
     ("up-none", "up-none", *GRPC, "(1u) no filter, upstream", {"unrouted"}, False),
