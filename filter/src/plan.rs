@@ -46,11 +46,15 @@ pub fn rest_errors_counter_name(namespace: &str, group: &str, member: &str) -> S
     format!("{COUNTER_PREFIX}.rest_errors.{namespace}.{group}.{member}")
 }
 
+/// What every latency histogram's name starts with (a gateway's histogram bucket settings
+/// match it, after [`ENVOY_STATS_PREFIX`]).
+pub const LATENCY_HISTOGRAM_PREFIX: &str = "modelsplit.latency_ms.";
+
 /// The histogram of a member's latency, request to response headers in milliseconds:
 /// `modelsplit.latency_ms.<namespace>.<group>.<member>`, for members of observed groups
 /// only (defined with the configuration).
 pub fn latency_histogram_name(namespace: &str, group: &str, member: &str) -> String {
-    format!("{COUNTER_PREFIX}.latency_ms.{namespace}.{group}.{member}")
+    format!("{LATENCY_HISTOGRAM_PREFIX}{namespace}.{group}.{member}")
 }
 
 /// Index of a group in [`Plan::groups`].
