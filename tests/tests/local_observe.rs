@@ -28,9 +28,9 @@ const ROLLOUT: &str = "steps=50,100 interval=60m min-requests=1000000";
 const REST_CALLS: usize = 240;
 const GRPC_CALLS: usize = 120;
 
-/// `risky`: `stable` 90, `canary` 10 declaring the rollout. `calm`: `a` and `b`, no rollout.
+/// `risky-model`: `stable` 90, `canary-v2` 10 declaring the rollout. `calm`: `a` and `b`, no rollout.
 fn manifests() -> (String, String) {
-    let risky = group_manifest(NS, "risky", &[("stable", "90"), ("canary", "10")]);
+    let risky = group_manifest(NS, "risky-model", &[("stable", "90"), ("canary-v2", "10")]);
     let canary_weight = "serving.kserve.io/canaryTrafficPercent: \"10\"";
     assert!(risky.contains(canary_weight));
     let risky = risky.replace(
@@ -100,7 +100,7 @@ async fn admin(gw: &LocalGateway, path: &str) -> String {
     reply.text()
 }
 
-/// The filter's measurements of `risky`, once they match what the clients saw (counters
+/// The filter's measurements of `risky-model`, once they match what the clients saw (counters
 /// reach `/stats` within a second, histograms on Envoy's next stats flush), or the last
 /// reading after 15 s.
 async fn settled(
@@ -113,7 +113,7 @@ async fn settled(
         let readings = parse_observed_stats(&json);
         let matches = expected.iter().all(|(member, &(answers, rest, grpc))| {
             readings
-                .get(&(NS.into(), "risky".into(), member.clone()))
+                .get(&(NS.into(), "risky-model".into(), member.clone()))
                 .is_some_and(|m| {
                     (m.answered(), m.rest_errors, m.grpc_errors) == (answers, rest, grpc)
                 })
@@ -128,7 +128,7 @@ async fn settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observed_group_has_its_members_errors_and_latencies_and_another_group_none() {
     let standin =
-        StandInConfig::only(NS, &["stable", "canary", "a", "b"]).failing_every("canary", 4);
+        StandInConfig::only(NS, &["stable", "canary-v2", "a", "b"]).failing_every("canary-v2", 4);
     let (risky, calm) = manifests();
     let gw = LocalGateway::start(
         &[
@@ -139,19 +139,24 @@ async fn an_observed_group_has_its_members_errors_and_latencies_and_another_grou
         &[standin],
     )
     .await;
-    gw.wait_for_output("rollout apps/risky: canary started at 50%")
+    gw.wait_for_output("rollout apps/risky-model: canary-v2 started at 50%")
         .await;
-    gw.wait_in_force(NS, "risky", &[("stable", 5000), ("canary", 5000)], 0)
-        .await;
+    gw.wait_in_force(
+        NS,
+        "risky-model",
+        &[("stable", 5000), ("canary-v2", 5000)],
+        0,
+    )
+    .await;
 
-    let (rest, grpc) = traffic(&gw, "risky").await;
+    let (rest, grpc) = traffic(&gw, "risky-model").await;
     let (calm_rest, calm_grpc) = traffic(&gw, "calm").await;
     assert!(calm_rest
         .iter()
         .chain(&calm_grpc)
         .all(|o| o.status == 0 || o.status == 200));
     let expected = seen(&rest, &grpc);
-    let canary = expected.get("canary").copied().unwrap_or_default();
+    let canary = expected.get("canary-v2").copied().unwrap_or_default();
     assert!(
         canary.1 > 0 && canary.2 > 0,
         "the canary failed REST and gRPC calls: {expected:?}"
@@ -164,7 +169,7 @@ async fn an_observed_group_has_its_members_errors_and_latencies_and_another_grou
 
     let (json, readings) = settled(&gw, &expected).await;
     for (member, &(answers, rest_errors, grpc_errors)) in &expected {
-        let key = (NS.to_string(), "risky".to_string(), member.clone());
+        let key = (NS.to_string(), "risky-model".to_string(), member.clone());
         let measured = readings
             .get(&key)
             .unwrap_or_else(|| panic!("no statistics for {member}: {json}"));
@@ -200,11 +205,12 @@ async fn an_observed_group_has_its_members_errors_and_latencies_and_another_grou
 
     let prometheus = admin(&gw, OBSERVED_PROMETHEUS_QUERY).await;
     assert!(
-        prometheus.contains("modelsplit_rest_errors_apps_risky_canary "),
+        prometheus.contains("# TYPE modelsplit_rest_errors_apps_risky_model_canary_v2 counter"),
         "{prometheus}"
     );
     assert!(
-        prometheus.contains("modelsplit_latency_ms_apps_risky_canary_bucket{le=\"1\"}"),
+        prometheus.contains("modelsplit_latency_ms_apps_risky_model_canary_v2_bucket{le=\"1\"} ")
+            && prometheus.contains("modelsplit_latency_ms_apps_risky_model_canary_v2_count{} "),
         "{prometheus}"
     );
     if std::env::var_os("MODELSPLIT_BLESS").is_some() {

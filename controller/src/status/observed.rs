@@ -110,12 +110,13 @@ mod tests {
     use crate::local::envoy_files::LATENCY_BUCKETS_MS;
 
     /// What Envoy 1.40's admin API answered [`OBSERVED_STATS_QUERY`] after the e2e test
-    /// `tests/tests/local_observe.rs` (which rewrites it with `MODELSPLIT_BLESS=1`): group
-    /// `risky` observed, its `canary` failing every 4th call; group `calm` not observed.
+    /// `tests/tests/local_observe.rs` (which rewrites it with `MODELSPLIT_BLESS=1`; then
+    /// update the numbers below): group `risky-model` observed, its `canary-v2` failing
+    /// every 4th call; group `calm` not observed.
     const SAMPLE: &str = include_str!("testdata/admin-observed.json");
 
     fn key(member: &str) -> MemberKey {
-        ("apps".into(), "risky".into(), member.into())
+        ("apps".into(), "risky-model".into(), member.into())
     }
 
     #[test]
@@ -123,17 +124,18 @@ mod tests {
         let readings = parse_observed_stats(SAMPLE);
         assert_eq!(
             readings.keys().cloned().collect::<Vec<_>>(),
-            [key("canary"), key("stable")],
+            [key("canary-v2"), key("stable")],
             "no other group, no other statistic"
         );
-        let canary = &readings[&key("canary")];
-        assert_eq!((canary.rest_errors, canary.grpc_errors), (27, 14));
-        assert_eq!(canary.answered(), 166);
-        assert_eq!(canary.latency[0], (1.0, 145));
-        assert_eq!(canary.latency[9], (50.0, 166));
+        let canary = &readings[&key("canary-v2")];
+        assert_eq!((canary.rest_errors, canary.grpc_errors), (29, 16));
+        assert_eq!(canary.answered(), 183);
+        assert_eq!(canary.latency[0], (1.0, 164));
+        assert_eq!(canary.latency[9], (50.0, 183));
         let stable = &readings[&key("stable")];
         assert_eq!((stable.rest_errors, stable.grpc_errors), (0, 0));
-        assert_eq!(stable.answered(), 194);
+        assert_eq!(stable.answered(), 177);
+        assert_eq!(stable.latency[4], (7.5, 172));
         for member in readings.values() {
             let bounds: Vec<f64> = member.latency.iter().map(|(b, _)| *b).collect();
             assert_eq!(bounds, LATENCY_BUCKETS_MS, "the local gateway's buckets");
