@@ -607,6 +607,20 @@ fn sticky_header_comes_from_the_members_and_must_agree() {
     ));
 }
 
+/// A declared rollout reads each member's outcomes: its group is published with
+/// `observe: true` (the filter then measures it); other groups' JSON is unchanged.
+#[test]
+fn a_group_whose_canary_declares_a_rollout_is_observed() {
+    let rollout = plan(&["rollout.yaml"]);
+    assert!(published(&rollout, "team-b", "risky").observe);
+    assert!(!published(&rollout, "team-b", "calm").observe);
+    let json = config(&rollout, "istio-system").to_json();
+    assert_eq!(json.matches(r#""observe":true"#).count(), 1, "{json}");
+    assert!(!json.contains(r#""observe":false"#), "{json}");
+    let seed = config(&plan(&["seed-80-20.yaml"]), "istio-system").to_json();
+    assert!(!seed.contains("observe"), "{seed}");
+}
+
 #[test]
 fn every_problem_of_a_group_is_reported_at_once() {
     let mut observed = observed(&["runtime-without-enable-route.yaml"]);

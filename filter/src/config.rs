@@ -46,6 +46,12 @@ pub struct GroupConfig {
     /// When the request carries this header, the member is a pure function of its value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_header: Option<String>,
+    /// Whether the filter measures how each member answers (a latency histogram and, for
+    /// REST, a 5xx counter per member): for groups whose outcomes someone reads, such as a
+    /// declared rollout's. Costs host calls per request, so off by default; omitted from
+    /// the JSON when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub observe: bool,
 }
 
 /// A member of a group and its relative weight (the controller writes basis points).
@@ -225,6 +231,7 @@ impl GroupConfig {
                 .collect(),
             grpc: true,
             sticky_header: None,
+            observe: false,
         }
     }
 
@@ -286,6 +293,9 @@ fn default_routed_header() -> String {
 }
 fn default_true() -> bool {
     true
+}
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Istio hands numbers through protobuf `Struct`, so `80` may arrive as `80.0`.
@@ -445,5 +455,27 @@ mod tests {
             config.to_json(),
             r#"{"groups":[{"namespace":"ns","name":"g","members":[{"name":"a","weight":10000}],"grpc":false}],"restPrefix":"/modelmesh","grpcHeader":"mm-vmodel-id","overrideHeader":"x-modelsplit-member","routedHeader":"x-modelsplit-routed-to"}"#
         );
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn observe_defaults_to_off_and_is_written_only_when_on() {
+        let config = FilterConfig::from_json(seed().as_bytes()).unwrap();
+        assert!(!config.groups[0].observe);
+        assert!(
+            !config.to_json().contains("observe"),
+            "{}",
+            config.to_json()
+        );
+        let observed = seed().replace(r#""grpc":true"#, r#""grpc":true,"observe":true"#);
+        let config = FilterConfig::from_json(observed.as_bytes()).unwrap();
+        assert!(config.groups[0].observe);
+        assert!(config.to_json().contains(r#""observe":true"#));
+        assert_eq!(
+            FilterConfig::from_json(config.to_json().as_bytes()).unwrap(),
+            config
+        );
+        let wrong = seed().replace(r#""grpc":true"#, r#""grpc":true,"observe":"yes""#);
+        assert!(FilterConfig::from_json(wrong.as_bytes()).is_err());
     }
 }

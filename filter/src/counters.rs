@@ -2,7 +2,8 @@
 //! host's counters on the worker's tick: no host call per request.
 //!
 //! Each counter the request path touches has a *slot*: the host-error and
-//! override-ignored counters first, then one per member in `counter_index` order.
+//! override-ignored counters first, then one per member in `counter_index` order for
+//! its requests, one for its gRPC errors and one for its REST errors.
 //! Counting is an addition in module memory (and, the first time a slot is touched
 //! since the last flush, one push onto the dirty list); a flush makes one host call
 //! per touched slot, whatever the number of requests behind it.
@@ -25,6 +26,12 @@ pub fn member_slot(counter_index: usize) -> usize {
 /// request counters).
 pub fn grpc_error_slot(members: usize, counter_index: usize) -> usize {
     FIXED_SLOTS + members + counter_index
+}
+
+/// The slot of a member's REST error counter, in a plan of `members` members (after the
+/// gRPC error counters).
+pub fn rest_error_slot(members: usize, counter_index: usize) -> usize {
+    FIXED_SLOTS + 2 * members + counter_index
 }
 
 /// Pending counts of one worker for one plan, and the host's ids of their counters.

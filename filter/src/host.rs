@@ -44,6 +44,7 @@ const BUFFER_HTTP_REQUEST_BODY: u32 = 0;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
+const METRIC_HISTOGRAM: u32 = 2;
 const LOG_INFO: u32 = 2;
 const LOG_WARN: u32 = 3;
 const LOG_ERROR: u32 = 4;
@@ -96,6 +97,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
@@ -280,6 +282,20 @@ impl Host for ProxyWasm {
         let delta = i64::try_from(delta).unwrap_or(i64::MAX);
         // SAFETY: no pointers.
         status(unsafe { proxy_increment_metric(id, delta) })
+    }
+
+    fn define_histogram(&self, name: &str) -> Result<u32, HostError> {
+        let mut id = 0u32;
+        // SAFETY: pointer to a live `str` and to a local.
+        status(unsafe {
+            proxy_define_metric(METRIC_HISTOGRAM, name.as_ptr(), name.len(), &mut id)
+        })?;
+        Ok(id)
+    }
+
+    fn record_in_histogram(&self, id: u32, value: u64) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_record_metric(id, value) })
     }
 
     fn now_nanos(&self) -> Result<u64, HostError> {

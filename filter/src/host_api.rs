@@ -30,8 +30,8 @@ pub enum Level {
 }
 
 /// The host: one request's headers and body (the host knows which request is current,
-/// and a root context can make another current), counters, the clock, the worker's
-/// tick and logging.
+/// and a root context can make another current), counters and histograms, the clock,
+/// the worker's tick and logging.
 ///
 /// Methods take `&self`: the proxy-wasm host has no state on the module's side, and
 /// the mock records through interior mutability.
@@ -75,6 +75,10 @@ pub trait Host {
     fn define_counter(&self, name: &str) -> Result<u32, HostError>;
     /// Adds `delta` to a counter.
     fn add_to_counter(&self, id: u32, delta: u64) -> Result<(), HostError>;
+    /// Defines a histogram (or finds it: the host keeps one per name) and returns its id.
+    fn define_histogram(&self, name: &str) -> Result<u32, HostError>;
+    /// Records one value in a histogram.
+    fn record_in_histogram(&self, id: u32, value: u64) -> Result<(), HostError>;
     /// The host's wall clock, in nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> Result<u64, HostError>;
     /// Asks for a tick on this root context every `millis` milliseconds.

@@ -28,6 +28,9 @@ pub enum Call {
     DefineCounter(String),
     /// Counter *name* (resolved from the id) and the amount added.
     AddToCounter(String, u64),
+    DefineHistogram(String),
+    /// Histogram *name* (resolved from the id) and the value recorded.
+    RecordInHistogram(String, u64),
     Now,
     SetTickPeriod(u32),
     PluginConfiguration,
@@ -66,9 +69,11 @@ pub struct MockHost {
     pub reply: RefCell<Option<(u32, String)>>,
     /// Contexts that are gone: `set_effective_context` fails for them (status 2).
     pub gone: RefCell<Vec<u32>>,
-    /// Counter names by id (id = position) and their values.
+    /// Metric names by id (id = position; counters and histograms share the ids, as in
+    /// Envoy), counter values and the values recorded in each histogram.
     names: RefCell<Vec<String>>,
     values: RefCell<BTreeMap<String, u64>>,
+    histograms: RefCell<BTreeMap<String, Vec<u64>>>,
     pub calls: RefCell<Vec<Call>>,
     /// Returns the status to fail a call with, or `None` to let it succeed.
     fail: RefCell<Option<FailWhen>>,
@@ -107,6 +112,12 @@ impl MockHost {
         self.clock.set(self.clock.get() + nanos);
     }
 
+    /// Sets the clock (nanoseconds since the Unix epoch; it may go back, as a wall
+    /// clock can).
+    pub fn set_clock(&self, nanos: u64) {
+        self.clock.set(nanos);
+    }
+
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.borrow_mut())
     }
@@ -122,6 +133,24 @@ impl MockHost {
 
     pub fn defined(&self, name: &str) -> bool {
         self.values.borrow().contains_key(name)
+    }
+
+    /// The values recorded in a histogram, in order; `None` when it was never defined.
+    pub fn histogram(&self, name: &str) -> Option<Vec<u64>> {
+        self.histograms.borrow().get(name).cloned()
+    }
+
+    /// The id of a metric name: the one it has, else the next.
+    fn metric_id(&self, name: &str) -> u32 {
+        let mut names = self.names.borrow_mut();
+        let id = match names.iter().position(|n| n == name) {
+            Some(id) => id,
+            None => {
+                names.push(name.to_string());
+                names.len() - 1
+            }
+        };
+        id as u32
     }
 
     pub fn request_header_value(&self, name: &str) -> Option<Vec<u8>> {
@@ -258,19 +287,12 @@ impl Host for MockHost {
 
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {
         self.record(Call::DefineCounter(name.to_string()))?;
-        let mut names = self.names.borrow_mut();
-        let id = match names.iter().position(|n| n == name) {
-            Some(id) => id,
-            None => {
-                names.push(name.to_string());
-                names.len() - 1
-            }
-        };
+        let id = self.metric_id(name);
         self.values
             .borrow_mut()
             .entry(name.to_string())
             .or_insert(0);
-        Ok(id as u32)
+        Ok(id)
     }
 
     fn add_to_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
@@ -281,6 +303,32 @@ impl Host for MockHost {
         };
         self.record(Call::AddToCounter(name.clone(), delta))?;
         *self.values.borrow_mut().entry(name).or_insert(0) += delta;
+        Ok(())
+    }
+
+    fn define_histogram(&self, name: &str) -> Result<u32, HostError> {
+        self.record(Call::DefineHistogram(name.to_string()))?;
+        let id = self.metric_id(name);
+        self.histograms
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default();
+        Ok(id)
+    }
+
+    fn record_in_histogram(&self, id: u32, value: u64) -> Result<(), HostError> {
+        let name = self.names.borrow().get(id as usize).cloned();
+        let Some(name) = name else {
+            self.record(Call::RecordInHistogram(format!("#{id}"), value))?;
+            return Err(HostError(1));
+        };
+        self.record(Call::RecordInHistogram(name.clone(), value))?;
+        let mut histograms = self.histograms.borrow_mut();
+        let Some(values) = histograms.get_mut(&name) else {
+            // A counter's id: Envoy refuses to record in it.
+            return Err(HostError(2));
+        };
+        values.push(value);
         Ok(())
     }
 

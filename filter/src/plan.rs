@@ -39,6 +39,24 @@ pub fn grpc_errors_counter_name(namespace: &str, group: &str, member: &str) -> S
     format!("{COUNTER_PREFIX}.grpc_errors.{namespace}.{group}.{member}")
 }
 
+/// The counter of a member's REST requests answered 5xx or reset before their response
+/// headers: `modelsplit.rest_errors.<namespace>.<group>.<member>`, for members of observed
+/// groups only (defined with the configuration).
+pub fn rest_errors_counter_name(namespace: &str, group: &str, member: &str) -> String {
+    format!("{COUNTER_PREFIX}.rest_errors.{namespace}.{group}.{member}")
+}
+
+/// What every latency histogram's name starts with (a gateway's histogram bucket settings
+/// match it, after [`ENVOY_STATS_PREFIX`]).
+pub const LATENCY_HISTOGRAM_PREFIX: &str = "modelsplit.latency_ms.";
+
+/// The histogram of a member's latency, request to response headers in milliseconds:
+/// `modelsplit.latency_ms.<namespace>.<group>.<member>`, for members of observed groups
+/// only (defined with the configuration).
+pub fn latency_histogram_name(namespace: &str, group: &str, member: &str) -> String {
+    format!("{LATENCY_HISTOGRAM_PREFIX}{namespace}.{group}.{member}")
+}
+
 /// Index of a group in [`Plan::groups`].
 pub type GroupId = usize;
 
@@ -72,6 +90,8 @@ pub struct Group {
     pub total_weight: u64,
     pub grpc: bool,
     pub sticky_header: Option<Box<str>>,
+    /// Whether each member's answers are measured (latency, REST errors).
+    pub observe: bool,
 }
 
 /// One compiled member.
@@ -124,6 +144,7 @@ impl Plan {
                     total_weight: running,
                     grpc: group.grpc,
                     sticky_header: group.sticky_header.as_deref().map(Into::into),
+                    observe: group.observe,
                 }
             })
             .collect();
@@ -214,6 +235,15 @@ impl Plan {
         self.member_count
     }
 
+    /// The members of observed groups, with their group: what the latency histograms and
+    /// REST error counters are defined for.
+    pub fn observed_members(&self) -> impl Iterator<Item = (&Group, &Member)> + '_ {
+        self.groups
+            .iter()
+            .filter(|g| g.observe)
+            .flat_map(|g| g.members.iter().map(move |m| (g, m)))
+    }
+
     /// Every per-member counter name, in `counter_index` order.
     pub fn counter_names(&self) -> impl Iterator<Item = String> + '_ {
         self.groups.iter().flat_map(|g| {
@@ -250,7 +280,7 @@ mod tests {
          "members":[{"name":"ai-model-one","weight":80},{"name":"ai-model-two","weight":20}]},
         {"namespace":"other","name":"ai-model","grpc":false,
          "members":[{"name":"m-a","weight":0},{"name":"m-b","weight":5}]},
-        {"namespace":"modelmesh-apps","name":"fraud","members":[{"name":"fraud-v1","weight":1}]}],
+        {"namespace":"modelmesh-apps","name":"fraud","observe":true,"members":[{"name":"fraud-v1","weight":1}]}],
         "routedHeader":""}"#;
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -308,6 +338,26 @@ mod tests {
                 assert_eq!(names[m.counter_index], expected);
             }
         }
+        let observed: Vec<(String, usize)> = plan
+            .observed_members()
+            .map(|(g, m)| {
+                (
+                    latency_histogram_name(&g.namespace, &g.name, &m.name),
+                    m.counter_index,
+                )
+            })
+            .collect();
+        assert_eq!(
+            observed,
+            [(
+                "modelsplit.latency_ms.modelmesh-apps.fraud.fraud-v1".to_string(),
+                4
+            )]
+        );
+        assert_eq!(
+            rest_errors_counter_name("ns", "g.v1", "m"),
+            "modelsplit.rest_errors.ns.g.v1.m"
+        );
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), test)]

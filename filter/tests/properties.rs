@@ -48,14 +48,16 @@ fn group() -> impl Strategy<Value = GroupConfig> {
         prop::collection::vec(member(), 0..6),
         any::<bool>(),
         prop::option::of(Just("x-user-id".to_string())),
+        any::<bool>(),
     )
         .prop_map(
-            |(namespace, name, members, grpc, sticky_header)| GroupConfig {
+            |(namespace, name, members, grpc, sticky_header, observe)| GroupConfig {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
                 members,
                 grpc,
                 sticky_header,
+                observe,
             },
         )
 }
@@ -229,6 +231,7 @@ fn single_group(weights: &[u32], sticky: bool) -> (Plan, Group) {
         members,
         grpc: true,
         sticky_header: sticky.then(|| "x-user-id".into()),
+        observe: false,
     }]);
     let plan = Plan::compile(&config).unwrap();
     let group = plan.groups()[0].clone();

@@ -155,6 +155,7 @@ fn fuzzed_plan(groups: &[FuzzGroup]) -> Option<Plan> {
             sticky_header: g
                 .sticky
                 .map(|s| ["x-user-id", "x-key"][usize::from(s) % 2].into()),
+            observe: false,
         })
         .collect();
     Plan::compile(&FilterConfig::with_groups(groups)).ok()

@@ -255,6 +255,7 @@ mod tests {
                 members: vec![member("one", one), member("two", 10_000 - one)],
                 grpc: true,
                 sticky_header: None,
+                observe: false,
             }],
             ..FilterConfig::default()
         }

@@ -16,6 +16,7 @@
 use modelsplit_core::encode::envoy_routes;
 use modelsplit_core::routing::{self, ModelMeshPort};
 use modelsplit_filter::config::FilterConfig;
+use modelsplit_filter::plan::{ENVOY_STATS_PREFIX, LATENCY_HISTOGRAM_PREFIX};
 use serde_json::{json, Value};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -178,7 +179,7 @@ pub fn cluster_name(namespace: &str, port: ModelMeshPort) -> String {
     envoy_routes::cluster_name(namespace, port)
 }
 
-/// Upper bounds (ms) of the route latency histograms' buckets.
+/// Upper bounds (ms) of the latency histograms' buckets: member routes' and the filter's.
 pub const LATENCY_BUCKETS_MS: [f64; 19] = [
     1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0,
     1000.0, 2500.0, 10000.0, 60000.0,
@@ -219,13 +220,17 @@ pub fn render_bootstrap(settings: &BootstrapSettings) -> String {
         "node": {"id": "modelsplit-local-gateway", "cluster": "modelsplit-local"},
         "admin": {"address": socket_address(&settings.admin.ip().to_string(), settings.admin.port())},
         "dynamic_resources": {"cds_config": source(CDS_FILE)},
-        // Each member route's latency histogram (`modelsplit status` reads p50/p99 off it):
-        // finer buckets than Envoy's default where model calls fall, and histograms merged
-        // for the admin API every second rather than every five.
-        "stats_config": {"histogram_bucket_settings": [{
-            "match": {"suffix": "upstream_rq_time"},
-            "buckets": LATENCY_BUCKETS_MS,
-        }]},
+        // Each member route's latency histogram (`modelsplit status` reads p50/p99 off it)
+        // and the filter's latency histograms of observed groups: finer buckets than
+        // Envoy's default where model calls fall, and histograms merged for the admin API
+        // every second rather than every five.
+        "stats_config": {"histogram_bucket_settings": [
+            {"match": {"suffix": "upstream_rq_time"}, "buckets": LATENCY_BUCKETS_MS},
+            {
+                "match": {"prefix": format!("{ENVOY_STATS_PREFIX}{LATENCY_HISTOGRAM_PREFIX}")},
+                "buckets": LATENCY_BUCKETS_MS,
+            },
+        ]},
         "stats_flush_interval": "1s",
         "static_resources": {
             "listeners": [{

@@ -4,6 +4,7 @@
 //! `http://127.0.0.1:9901`; an Istio gateway's is port 15000 of its pod
 //! (`kubectl -n istio-system port-forward deploy/<gateway> 15000`).
 
+pub mod observed;
 pub mod outcomes;
 pub mod report;
 pub mod table;

@@ -221,6 +221,7 @@ mod tests {
             members: vec![member("one", 8000), member("two", 2000)],
             grpc: true,
             sticky_header: None,
+            observe: false,
         }])
     }
 

@@ -30,6 +30,15 @@
 //!   response headers when the response ends there (trailers-only), else in the
 //!   trailers — counted per member when not OK (`modelsplit.grpc_errors.…`, a counter
 //!   defined at the member's first error);
+//! - a request routed to a member of an *observed* group (`observe: true`, groups with a
+//!   declared rollout), and only such a request: one read of the clock when it is routed
+//!   (at its headers; a call held for its message when the message has decided), and at
+//!   its response headers one more read of the clock and one record in the member's
+//!   latency histogram (`modelsplit.latency_ms.…`, milliseconds), and for REST one read
+//!   of `:status` (5xx counted in `modelsplit.rest_errors.…`; a REST request that ends
+//!   without response headers, reset, is counted there too): 3 calls more for gRPC, 4
+//!   for REST. The histograms and REST error counters of observed members are defined
+//!   with the configuration;
 //! - counters: none. They are added up in module memory and given to the host on the
 //!   worker's tick ([`TICK_MILLIS`]), when the configuration changes and when the
 //!   root context is done.
@@ -39,15 +48,17 @@
 //! counted in `modelsplit.host_error`.
 
 use crate::choose::Rng;
-use crate::counters::{self, grpc_error_slot, Counters, FIXED_SLOTS, HOST_ERROR, OVERRIDE_IGNORED};
+use crate::counters::{
+    self, grpc_error_slot, rest_error_slot, Counters, FIXED_SLOTS, HOST_ERROR, OVERRIDE_IGNORED,
+};
 use crate::grpc_body::{self, MessageHost, Outcome};
 use crate::grpc_frame::{IdScanner, INVALID_ARGUMENT};
 use crate::headers::HeaderBlock;
 use crate::hold::{HoldWatch, Holding, WATCH_TICK_MILLIS};
 use crate::host_api::{Host, HostError, Level};
 use crate::plan::{
-    grpc_errors_counter_name, GroupId, Plan, CONFIG_REJECTED_COUNTER, HOST_ERROR_COUNTER,
-    OVERRIDE_IGNORED_COUNTER,
+    grpc_errors_counter_name, latency_histogram_name, rest_errors_counter_name, GroupId, Plan,
+    CONFIG_REJECTED_COUNTER, HOST_ERROR_COUNTER, OVERRIDE_IGNORED_COUNTER,
 };
 use crate::route::{route, Decision, RequestHeaders, Rewrite};
 use std::rc::Rc;
@@ -78,6 +89,9 @@ pub struct Worker {
     /// without a host call.
     plan: Option<Rc<Plan>>,
     counters: Counters,
+    /// The host's latency histogram per member (by `counter_index`), for members of
+    /// observed groups.
+    latency: Box<[Option<u32>]>,
     rng: Rng,
     /// Whether the tick timer is set (set on the first `configure`).
     ticking: bool,
@@ -136,7 +150,7 @@ struct Held {
     buffered: usize,
 }
 
-/// The member chosen for a request, for the response header and the gRPC outcome.
+/// The member chosen for a request, for the response header and the outcome.
 #[derive(Debug)]
 struct Routed {
     plan: Rc<Plan>,
@@ -144,10 +158,16 @@ struct Routed {
     member: usize,
     /// Routed by its gRPC header or message: its `grpc-status` is counted.
     grpc: bool,
+    /// A member of an observed group: when the request was routed (host clock, ns);
+    /// `None` for other groups (and when the clock could not be read).
+    since: Option<u64>,
 }
 
 /// The gRPC status header (or trailer); `0` is OK.
 const GRPC_STATUS: &str = "grpc-status";
+/// The HTTP status pseudo-header of a response.
+const STATUS: &str = ":status";
+const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// What `configure` made of the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +201,7 @@ impl Worker {
         Worker {
             plan: None,
             counters: Counters::default(),
+            latency: Box::default(),
             rng: Rng::from_host(nanos, context_id),
             ticking: false,
             host_error_logged: false,
@@ -291,7 +312,26 @@ impl Worker {
         );
         // The gRPC error counters: defined at each member's first error.
         ids.extend(std::iter::repeat_n(None, plan.member_count()));
+        // The REST error counters and latency histograms: observed groups' members only,
+        // defined now (`/stats` shows an observed member at 0 from the start).
+        ids.extend(std::iter::repeat_n(None, plan.member_count()));
+        let mut latency = vec![None; plan.member_count()];
+        for (group, member) in plan.observed_members() {
+            let (namespace, name) = (&*group.namespace, &*group.name);
+            let slot = rest_error_slot(plan.member_count(), member.counter_index);
+            if let Some(id) = ids.get_mut(slot) {
+                *id = host
+                    .define_counter(&rest_errors_counter_name(namespace, name, &member.name))
+                    .ok();
+            }
+            if let Some(id) = latency.get_mut(member.counter_index) {
+                *id = host
+                    .define_histogram(&latency_histogram_name(namespace, name, &member.name))
+                    .ok();
+            }
+        }
         self.counters = Counters::new(ids.into_boxed_slice());
+        self.latency = latency.into_boxed_slice();
         self.plan = Some(Rc::new(plan));
     }
 
@@ -446,7 +486,36 @@ impl Worker {
         }
         self.counters
             .count(counters::member_slot(member.counter_index));
-        Routed::for_response(plan, &decision)
+        self.routed(host, plan, &decision)
+    }
+
+    /// What the response path needs for a decision applied to a request; `None` for a
+    /// REST request of a group that is not observed when the plan sets no routed header.
+    /// A request to an observed group reads the clock here: its latency starts.
+    fn routed(&mut self, host: &impl Host, plan: &Rc<Plan>, decision: &Decision) -> Option<Routed> {
+        let grpc = !matches!(decision.rewrite, Rewrite::Path(_));
+        let observe = plan.group(decision.group).is_some_and(|g| g.observe);
+        if plan.routed_header().is_none() && !grpc && !observe {
+            return None;
+        }
+        let since = if observe {
+            match host.now_nanos() {
+                Ok(now) => Some(now),
+                Err(error) => {
+                    self.report(host, error, "reading the clock for a request's latency");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Some(Routed {
+            plan: Rc::clone(plan),
+            group: decision.group,
+            member: decision.member,
+            grpc,
+            since,
+        })
     }
 
     /// A body callback. Only a held call does anything: its first message is read as
@@ -497,7 +566,7 @@ impl Worker {
                     self.counters
                         .count(counters::member_slot(member.counter_index));
                 }
-                stream.routed = Routed::for_response(&held.plan, &decision);
+                stream.routed = self.routed(host, &held.plan, &decision);
                 Flow::Continue
             }
             Ok(Outcome::Reject(message)) => {
@@ -541,6 +610,9 @@ impl Worker {
                 _ => return,
             },
         };
+        if let Some(since) = routed.since {
+            self.record_latency(host, &routed, since);
+        }
         if let (Some(header), Some(member)) = (
             routed.plan.routed_header(),
             routed
@@ -555,6 +627,13 @@ impl Worker {
             }
         }
         if !routed.grpc {
+            if routed.since.is_some() {
+                match host.response_header(STATUS) {
+                    Ok(Some(status)) if status.starts_with(b"5") => self.count_rest_error(&routed),
+                    Ok(_) => {}
+                    Err(error) => self.report(host, error, "reading the response status"),
+                }
+            }
             return;
         }
         if end_of_stream {
@@ -574,11 +653,58 @@ impl Worker {
     }
 
     /// The request is finished: the watch forgets it. A routed gRPC call whose response
-    /// had headers but never trailers (the stream was reset) failed.
+    /// had headers but never trailers (the stream was reset) failed; so did a REST request
+    /// of an observed group that never had response headers.
     pub fn on_stream_done(&mut self, host: &impl Host, stream: &mut Stream) {
         self.hold.gone(stream.id);
         if let Some(routed) = stream.awaiting_trailers.take() {
             self.count_grpc_error(host, &routed);
+        }
+        if let Some(routed) = stream.routed.take() {
+            if !routed.grpc && routed.since.is_some() {
+                self.count_rest_error(&routed);
+            }
+        }
+    }
+
+    /// The member's `counter_index`, when `routed` was routed by the plan in force (what
+    /// a plan no longer in force counted is dropped: its counters are gone).
+    fn current_member(&self, routed: &Routed) -> Option<usize> {
+        let plan = self.plan.as_ref().filter(|p| Rc::ptr_eq(p, &routed.plan))?;
+        let group = plan.group(routed.group)?;
+        Some(group.members.get(routed.member)?.counter_index)
+    }
+
+    /// Records an observed request's latency, routing to response headers, in ms.
+    fn record_latency(&mut self, host: &impl Host, routed: &Routed, since: u64) {
+        let Some(Some(id)) = self
+            .current_member(routed)
+            .and_then(|index| self.latency.get(index).copied())
+        else {
+            return;
+        };
+        let now = match host.now_nanos() {
+            Ok(now) => now,
+            Err(error) => {
+                self.report(host, error, "reading the clock for a response's latency");
+                return;
+            }
+        };
+        // A wall clock may step back: 0 ms then.
+        let millis = now.saturating_sub(since) / NANOS_PER_MILLI;
+        if let Err(error) = host.record_in_histogram(id, millis) {
+            self.report(host, error, "recording a latency");
+        }
+    }
+
+    /// Counts an observed REST request answered 5xx or reset before its response headers.
+    fn count_rest_error(&mut self, routed: &Routed) {
+        let Some(plan) = self.plan.as_ref() else {
+            return;
+        };
+        if let Some(index) = self.current_member(routed) {
+            let slot = rest_error_slot(plan.member_count(), index);
+            self.counters.count(slot);
         }
     }
 
@@ -630,23 +756,6 @@ impl Worker {
             error,
             doing,
         );
-    }
-}
-
-impl Routed {
-    /// What the response path needs for a decision applied to a request; `None` for a
-    /// REST request when the plan sets no routed header.
-    fn for_response(plan: &Rc<Plan>, decision: &Decision) -> Option<Routed> {
-        let grpc = !matches!(decision.rewrite, Rewrite::Path(_));
-        if plan.routed_header().is_none() && !grpc {
-            return None;
-        }
-        Some(Routed {
-            plan: Rc::clone(plan),
-            group: decision.group,
-            member: decision.member,
-            grpc,
-        })
     }
 }
 

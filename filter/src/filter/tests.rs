@@ -1187,3 +1187,5 @@ fn grpc_errors_are_counted_per_member_from_the_status() {
     let (_, response) = send(&host, &mut worker, &[(":path", PATH)]);
     assert_eq!(response.len(), 1, "{response:?}");
 }
+
+mod observe;

@@ -156,6 +156,7 @@ mod tests {
             ],
             grpc: true,
             sticky_header: None,
+            observe: false,
         });
         config
     }

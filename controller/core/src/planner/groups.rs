@@ -141,6 +141,11 @@ fn configured_group(
             .iter()
             .find_map(|m| m.isvc.sticky_header_annotation())
             .map(|s| s.trim().to_string()),
+        // A declared rollout reads each member's outcomes, which the filter then measures
+        // (on a gateway without route statistics, they are the only ones).
+        observe: members
+            .iter()
+            .any(|m| m.isvc.rollout_annotation().is_some()),
     };
     FilterConfig::with_groups(vec![group.clone()])
         .validate()

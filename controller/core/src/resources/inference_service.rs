@@ -146,4 +146,9 @@ impl InferenceService {
     pub fn sticky_header_annotation(&self) -> Option<&str> {
         super::annotation(&self.metadata, STICKY_HEADER_ANNOTATION)
     }
+
+    /// The raw rollout declaration ([`crate::rollout::ROLLOUT_ANNOTATION`]).
+    pub fn rollout_annotation(&self) -> Option<&str> {
+        super::annotation(&self.metadata, crate::rollout::ROLLOUT_ANNOTATION)
+    }
 }
