@@ -1,6 +1,8 @@
 //! `modelsplit status`: what a gateway does with each group, from its own numbers — the
-//! filter configurations it runs (`/config_dump`, ECDS) and the per-member counters the
-//! filter keeps (`/stats`), read through Envoy's admin API. The local gateway's admin is
+//! filter configurations it runs (`/config_dump`, ECDS), the per-member counters the
+//! filter keeps (`/stats`), and how each member answered: the member routes' statistics
+//! where routes keep them ([`outcomes`]), else the filter's own measurements of groups
+//! with a rollout ([`observed`]) — read through Envoy's admin API. The local gateway's admin is
 //! `http://127.0.0.1:9901`; an Istio gateway's is port 15000 of its pod
 //! (`kubectl -n istio-system port-forward deploy/<gateway> 15000`).
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use crate::local::admin::{parse_stats, Admin};
 use modelsplit_filter::config::FilterConfig;
+use observed::{parse_observed_stats, ObservedReadings, OBSERVED_STATS_QUERY};
 use outcomes::{parse_route_stats, RouteReadings, ROUTE_STATS_QUERY};
 use report::{group_statuses, GroupStatus, Readings};
 
@@ -70,12 +73,26 @@ pub fn route_readings(admin: &Admin) -> Result<RouteReadings, StatusError> {
     Ok(parse_route_stats(&read(admin, ROUTE_STATS_QUERY)?))
 }
 
+/// The filter's own measurements of observed groups now (empty where none declares a
+/// rollout).
+pub fn observed_readings(admin: &Admin) -> Result<ObservedReadings, StatusError> {
+    Ok(parse_observed_stats(&read(admin, OBSERVED_STATS_QUERY)?))
+}
+
 /// One status: the counters read `window` apart (a zero window: totals since start).
 pub fn status(admin: &Admin, window: Duration) -> Result<Vec<GroupStatus>, StatusError> {
-    let (before, routes_before) = if window.is_zero() {
-        (Readings::new(), RouteReadings::new())
+    let (before, routes_before, observed_before) = if window.is_zero() {
+        (
+            Readings::new(),
+            RouteReadings::new(),
+            ObservedReadings::new(),
+        )
     } else {
-        let before = (readings(admin)?, route_readings(admin)?);
+        let before = (
+            readings(admin)?,
+            route_readings(admin)?,
+            observed_readings(admin)?,
+        );
         std::thread::sleep(window);
         before
     };
@@ -83,11 +100,13 @@ pub fn status(admin: &Admin, window: Duration) -> Result<Vec<GroupStatus>, Statu
     let configs = filter_configs(admin)?;
     let after = readings(admin)?;
     let routes_after = route_readings(admin)?;
+    let observed_after = observed_readings(admin)?;
     Ok(group_statuses(
         &configs,
         &before,
         &after,
         (&routes_before, &routes_after),
+        (&observed_before, &observed_after),
         window,
     ))
 }

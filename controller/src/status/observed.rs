@@ -18,6 +18,8 @@
 use std::collections::BTreeMap;
 
 use modelsplit_core::histogram::{self, Buckets};
+
+use super::outcomes::Outcome;
 use modelsplit_filter::plan::ENVOY_STATS_PREFIX;
 use serde_json::Value;
 
@@ -55,6 +57,35 @@ impl MemberObserved {
 
 /// The filter's measurements by member.
 pub type ObservedReadings = BTreeMap<MemberKey, MemberObserved>;
+
+/// A member's outcome over a window from the filter's own measurements (None when the
+/// member is not observed: its group declares no rollout).
+pub fn observed_outcome(
+    before: &ObservedReadings,
+    after: &ObservedReadings,
+    key: &MemberKey,
+) -> Option<Outcome> {
+    let now = after.get(key)?;
+    if now.latency.is_empty() && now.rest_errors == 0 {
+        // Only a gRPC error counter: any group's, not an observed one.
+        return None;
+    }
+    let then = before.get(key).cloned().unwrap_or_default();
+    let window = histogram::since(&now.latency, &then.latency);
+    let responses = window.last().map_or(0, |(_, n)| *n);
+    let server_errors = now.rest_errors.saturating_sub(then.rest_errors);
+    let grpc_errors = now.grpc_errors.saturating_sub(then.grpc_errors);
+    let errors = server_errors + grpc_errors;
+    Some(Outcome {
+        responses,
+        server_errors,
+        grpc_errors,
+        error_percent: (responses > 0)
+            .then(|| 100.0 * errors.min(responses) as f64 / responses as f64),
+        p50_ms: histogram::quantile(&window, 0.5),
+        p99_ms: histogram::quantile(&window, 0.99),
+    })
+}
 
 /// Parses the output of [`OBSERVED_STATS_QUERY`]; other statistics are ignored.
 pub fn parse_observed_stats(json: &str) -> ObservedReadings {
@@ -179,5 +210,45 @@ mod tests {
         assert_eq!(readings[&member].answered(), 6);
         assert!(parse_observed_stats("not json").is_empty());
         assert_eq!(MemberObserved::default().answered(), 0);
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    fn member(rest_errors: u64, grpc_errors: u64, latency: &[(f64, u64)]) -> MemberObserved {
+        MemberObserved {
+            rest_errors,
+            grpc_errors,
+            latency: latency.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_observed_members_outcome_is_over_the_window() {
+        let key: MemberKey = ("apps".into(), "g".into(), "canary".into());
+        let before = ObservedReadings::from([(key.clone(), member(1, 0, &[(1.0, 8), (5.0, 10)]))]);
+        let after =
+            ObservedReadings::from([(key.clone(), member(21, 5, &[(1.0, 58), (5.0, 110)]))]);
+        let outcome = observed_outcome(&before, &after, &key).expect("observed");
+        assert_eq!(outcome.responses, 100);
+        assert_eq!((outcome.server_errors, outcome.grpc_errors), (20, 5));
+        assert_eq!(outcome.error_percent, Some(25.0));
+        assert_eq!((outcome.p50_ms, outcome.p99_ms), (Some(1.0), Some(5.0)));
+    }
+
+    #[test]
+    fn a_member_with_only_a_grpc_error_counter_is_not_observed() {
+        let key: MemberKey = ("apps".into(), "g".into(), "m".into());
+        let after = ObservedReadings::from([(key.clone(), member(0, 3, &[]))]);
+        assert_eq!(
+            observed_outcome(&ObservedReadings::new(), &after, &key),
+            None
+        );
+        assert_eq!(
+            observed_outcome(&after, &after, &("x".into(), "y".into(), "z".into())),
+            None
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! its per-member counters in, one row per member out, with whether the observed shares are
 //! in line with the weights.
 
+use super::observed::{observed_outcome, ObservedReadings};
 use super::outcomes::{outcome, Outcome, RouteReadings};
 use modelsplit_filter::config::FilterConfig;
 use modelsplit_filter::plan::{grpc_errors_counter_name, requests_counter_name};
@@ -75,6 +76,7 @@ pub fn group_statuses(
     before: &Readings,
     after: &Readings,
     routes: (&RouteReadings, &RouteReadings),
+    observed: (&ObservedReadings, &ObservedReadings),
     window: Duration,
 ) -> Vec<GroupStatus> {
     let seconds = window.as_secs_f64();
@@ -102,6 +104,8 @@ pub fn group_statuses(
                     requests: n,
                     per_second: (seconds > 0.0).then(|| n as f64 / seconds),
                     total,
+                    // The member routes' statistics (local gateway), else the filter's
+                    // own measurements (groups with a rollout, on any gateway).
                     outcome: outcome(
                         routes.0,
                         routes.1,
@@ -112,7 +116,11 @@ pub fn group_statuses(
                             after,
                             &grpc_errors_counter_name(&group.namespace, &group.name, &m.name),
                         ),
-                    ),
+                    )
+                    .or_else(|| {
+                        let key = (group.namespace.clone(), group.name.clone(), m.name.clone());
+                        observed_outcome(observed.0, observed.1, &key)
+                    }),
                 })
                 .collect();
             let weights: Vec<u64> = group.members.iter().map(|m| u64::from(m.weight)).collect();
@@ -246,6 +254,7 @@ mod tests {
             &reading(100, 20),
             &reading(900, 220),
             (&RouteReadings::new(), &RouteReadings::new()),
+            (&ObservedReadings::new(), &ObservedReadings::new()),
             Duration::from_secs(10),
         );
         assert_eq!(statuses.len(), 1);
@@ -270,6 +279,7 @@ mod tests {
             &Readings::new(),
             &reading(80, 20),
             (&RouteReadings::new(), &RouteReadings::new()),
+            (&ObservedReadings::new(), &ObservedReadings::new()),
             Duration::ZERO,
         );
         assert_eq!(statuses[0].members[0].per_second, None);
@@ -279,6 +289,7 @@ mod tests {
             &reading(80, 20),
             &reading(80, 20),
             (&RouteReadings::new(), &RouteReadings::new()),
+            (&ObservedReadings::new(), &ObservedReadings::new()),
             Duration::from_secs(5),
         );
         assert_eq!(idle[0].members[0].observed_percent, None);
