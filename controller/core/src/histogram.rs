@@ -28,6 +28,11 @@ pub fn since(now: &[(f64, u64)], earlier: &[(f64, u64)]) -> Buckets {
         .collect()
 }
 
+/// How many values a histogram holds (below its last bound).
+pub fn count(cumulative: &[(f64, u64)]) -> u64 {
+    cumulative.last().map_or(0, |(_, n)| *n)
+}
+
 /// The upper bound of the bucket the `q` quantile falls in (None when empty).
 pub fn quantile(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
     let total = cumulative.last()?.1;

@@ -188,6 +188,10 @@ pub struct Rollout {
     /// The gateway's tallies when the step started: the canary's and the others'.
     pub canary_at_start: Tally,
     pub stable_at_start: Tally,
+    /// The stable members' p99 (bucket bound, ms) in the last step where they answered
+    /// `min-requests`: the reference when they answer too few to measure (at 100 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_p99_ms: Option<f64>,
     #[serde(flatten)]
     pub phase: Phase,
 }
@@ -239,6 +243,7 @@ impl Rollout {
             step_started: now,
             canary_at_start: canary_tally.clone(),
             stable_at_start: stable_tally.clone(),
+            stable_p99_ms: None,
             phase: Phase::Progressing,
         }
     }
@@ -283,14 +288,26 @@ impl Rollout {
         // p99 is certainly above the ratio times the stable members' (its bucket starts
         // above their bucket's bound times the ratio), so sub-millisecond jitter between
         // neighbouring buckets never rolls a healthy canary back.
+        // The stable members' p99 is measured only on `min-requests` of their own answers
+        // in the step; with fewer (the canary at 100 %, or nearly) their last measured one
+        // stands in.
+        let stable_measured = (histogram::count(&stable_in_step.latency)
+            >= declaration.min_requests)
+            .then(|| stable_in_step.p99_ms())
+            .flatten();
         if let (Some(floor), Some(p99), Some(stable_p99)) = (
             in_step.p99_floor_ms(),
             in_step.p99_ms(),
-            stable_in_step.p99_ms(),
+            stable_measured.or(self.stable_p99_ms),
         ) {
             if floor > declaration.max_p99_ratio * stable_p99 {
+                let when = if stable_measured.is_some() {
+                    "in the step"
+                } else {
+                    "in an earlier step"
+                };
                 return self.roll_back(format!(
-                    "p99 between {floor} and {p99} ms against the stable members' ≤{stable_p99} ms at {percent}% (more than max-p99-ratio {})",
+                    "p99 between {floor} and {p99} ms against the stable members' ≤{stable_p99} ms {when} at {percent}% (more than max-p99-ratio {})",
                     declaration.max_p99_ratio
                 ));
             }
@@ -317,6 +334,7 @@ impl Rollout {
         self.step_started = now;
         self.canary_at_start = canary.clone();
         self.stable_at_start = stable.clone();
+        self.stable_p99_ms = stable_measured.or(self.stable_p99_ms);
         Verdict::Advanced {
             to_percent: self.canary_percent(declaration),
             reason,
@@ -490,6 +508,55 @@ mod tests {
             let v = r.evaluate(&d, 5, &tally(100, 2, canary_bucket), &tally(900, 0, 0));
             assert!(matches!(v, Verdict::Waiting(_)), "{v}");
         }
+    }
+
+    #[test]
+    fn at_100_percent_the_canary_is_compared_with_the_stable_members_last_measured_p99() {
+        let d: Declaration =
+            "steps=50,100 interval=30s max-error-percent=2 max-p99-ratio=2 min-requests=100"
+                .parse()
+                .unwrap();
+        let mut r = Rollout::start("v2", "decl", 0, &Tally::default(), &Tally::default());
+        // 50%: both under 20 ms; the stable's p99 (≤20 ms) is kept as the step advances.
+        let v = r.evaluate(&d, 30, &tally(500, 0, 1), &tally(500, 0, 1));
+        assert!(
+            matches!(
+                v,
+                Verdict::Advanced {
+                    to_percent: 100,
+                    ..
+                }
+            ),
+            "{v}"
+        );
+        assert_eq!(r.stable_p99_ms, Some(20.0));
+        // 100%: the stable answers 5 (in flight at the switch) in under 10 ms; the canary in
+        // (20, 50] is within 2x of the kept 20 ms, not of those 5 answers' 10.
+        let (canary, stable) = (tally(500, 0, 1), tally(500, 0, 1));
+        let mut in_step_canary = canary.clone();
+        for bucket in &mut in_step_canary.latency {
+            bucket.1 += if bucket.0 < 50.0 { 4 } else { 400 };
+        }
+        in_step_canary.responses += 400;
+        let mut in_step_stable = stable.clone();
+        for bucket in &mut in_step_stable.latency {
+            bucket.1 += 5;
+        }
+        in_step_stable.responses += 5;
+        let v = r.evaluate(&d, 35, &in_step_canary, &in_step_stable);
+        assert!(matches!(v, Verdict::Waiting(_)), "{v}");
+        // In (50, 100]: certainly above 2 x 20 ms, rolled back, saying against what.
+        let mut slow = in_step_canary.clone();
+        for bucket in &mut slow.latency {
+            if bucket.0 == 50.0 {
+                bucket.1 = canary.latency[2].1 + 4;
+            }
+        }
+        let v = r.evaluate(&d, 36, &slow, &in_step_stable);
+        assert!(
+            matches!(v, Verdict::RolledBack(ref why) if why.contains("≤20 ms in an earlier step")),
+            "{v}"
+        );
     }
 
     #[test]

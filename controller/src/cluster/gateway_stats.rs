@@ -45,7 +45,7 @@ impl Default for StatsEndpoint {
 pub struct Samples {
     /// Counters and gauges by name (labels dropped: the filter's stats have none).
     values: BTreeMap<String, f64>,
-    /// Histograms by name (without `_bucket`): cumulative `(le, count)`, `+Inf` last.
+    /// Histograms by name (without `_bucket`): cumulative `(le, count)`, finite bounds.
     histograms: BTreeMap<String, Buckets>,
 }
 
@@ -69,12 +69,14 @@ impl Samples {
                     let Some(le) = label(labels, "le") else {
                         continue;
                     };
-                    let bound = if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        let Ok(bound) = le.parse() else { continue };
-                        bound
+                    // The finite buckets only, as the admin API gives them: `+Inf` would
+                    // not survive the rollouts' JSON state (Envoy's last bound is an hour).
+                    let Ok(bound) = le.parse::<f64>() else {
+                        continue;
                     };
+                    if !bound.is_finite() {
+                        continue;
+                    }
                     let buckets = samples.histograms.entry(histogram.to_string()).or_default();
                     buckets.push((bound, value as u64));
                     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -235,10 +237,7 @@ modelsplit_latency_ms_apps_ai_model_v2_count{} 10
         let canary = samples.tally("apps", "ai-model", "v2");
         assert_eq!(canary.responses, 10);
         assert_eq!(canary.errors, 3);
-        assert_eq!(
-            canary.latency,
-            vec![(1.0, 4), (5.0, 9), (f64::INFINITY, 10)]
-        );
+        assert_eq!(canary.latency, vec![(1.0, 4), (5.0, 9)]);
         let stable = samples.tally("apps", "ai-model", "v1");
         assert_eq!((stable.responses, stable.errors), (90, 0));
         assert!(stable.latency.is_empty());
@@ -251,9 +250,21 @@ modelsplit_latency_ms_apps_ai_model_v2_count{} 10
         total.add(Samples::parse(EXPOSITION));
         let canary = total.tally("apps", "ai-model", "v2");
         assert_eq!((canary.responses, canary.errors), (20, 6));
+        assert_eq!(canary.latency, vec![(1.0, 8), (5.0, 18)]);
+    }
+
+    /// What Envoy 1.40 answered at `/stats/prometheus` (tests/tests/local_observe.rs).
+    #[test]
+    fn reads_a_real_prometheus_reading() {
+        let samples = Samples::parse(include_str!("../status/testdata/prometheus-observed.txt"));
+        let canary = samples.tally("apps", "risky-model", "canary-v2");
+        assert!(canary.errors > 0, "{canary:?}");
+        assert!(!canary.latency.is_empty(), "{canary:?}");
+        assert!(canary.latency.iter().all(|(bound, _)| bound.is_finite()));
+        let state = serde_json::to_string(&canary).expect("a tally is JSON");
         assert_eq!(
-            canary.latency,
-            vec![(1.0, 8), (5.0, 18), (f64::INFINITY, 20)]
+            serde_json::from_str::<Tally>(&state).expect("and back"),
+            canary
         );
     }
 }
