@@ -152,11 +152,23 @@ async fn run_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
     );
 
     // A new replica resumes from the ConfigMap: nothing starts over, the split stays.
+    let log = controller.log();
+    let timeline: Vec<&str> = log.lines().filter(|l| l.contains("rollout")).collect();
+    eprintln!("{}", timeline.join("\n"));
     let started_before = rollout_events(&cluster, "RolloutStarted");
     controller.process().kill();
     let mut next = cluster.controller("replica-b", &[&stats_port]);
     next.wait_ready().await;
-    next.wait_for_passes(2.0).await;
+    // Its first pass, on taking the Lease over (SIGKILL left it held until it expired);
+    // no other follows while nothing changes.
+    let deadline = std::time::Instant::now() + DECIDED;
+    while next.passes().await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica-b ran no pass"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster
         .wait_filter_weights(NS, "good-model", &[("v1", 0), ("v2", 10_000)], DECIDED)
         .await;
@@ -164,9 +176,8 @@ async fn run_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
         .wait_filter_weights(NS, "risky-model", &[("old", 10_000), ("bad", 0)], DECIDED)
         .await;
     assert_eq!(rollout_events(&cluster, "RolloutStarted"), started_before);
-    let log = controller.log() + &next.log();
-    let timeline: Vec<&str> = log.lines().filter(|l| l.contains("rollout")).collect();
-    eprintln!("{}", timeline.join("\n"));
+    let resumed = next.log();
+    assert!(!resumed.contains("started at"), "started over: {resumed}");
 }
 
 /// `modelsplit status` on istiod's gateway: istiod's routes keep no per-member statistics,
