@@ -26,6 +26,7 @@ pub mod filter_source;
 pub mod gateway_stats;
 pub mod kinds;
 pub mod lease;
+pub mod memory;
 pub mod metrics;
 pub mod preflight;
 pub mod reconcile;
@@ -192,6 +193,8 @@ pub async fn run(
                 retry_at = Some(Instant::now() + delay);
             }
         }
+        // The pass's snapshot, plan and bodies are freed by now.
+        memory::release_free_memory();
     }
 
     tracing::info!("shutting down");

@@ -37,6 +37,9 @@ impl Scope {
     }
 }
 
+/// Objects per list page of the published kinds' watches (kube's default is 500).
+const PUBLISHED_PAGE_SIZE: u32 = 20;
+
 /// The reflector stores; read them with [`Stores::snapshot`].
 #[derive(Clone)]
 pub struct Stores {
@@ -116,7 +119,12 @@ pub fn start(client: &Client, scope: &Scope, metrics: Metrics) -> Watchers {
             None => Api::all_with(client.clone(), &resource),
         };
         let config = match labels {
-            Some(selector) => watcher::Config::default().labels(&selector),
+            // Only our own published objects carry a selector: VirtualServices of up to
+            // 60 KB each, listed a few at a time so that a (re)start never holds a 500-item
+            // page of them (30 MB of JSON, and its decoded form) at once.
+            Some(selector) => watcher::Config::default()
+                .labels(&selector)
+                .page_size(PUBLISHED_PAGE_SIZE),
             None => watcher::Config::default(),
         };
         let writer = reflector::store::Writer::new(resource);
