@@ -58,6 +58,23 @@ impl DesiredObject {
     }
 }
 
+/// An object a pass created or changed, and its `resourceVersion` as that pass saw it
+/// (None: it did not exist). Until the watch shows another version, the stores still hold
+/// the object as it was before the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenObject {
+    pub key: ObjectKey,
+    pub seen_version: Option<String>,
+}
+
+impl WrittenObject {
+    /// Whether `current_version` (the watch's, None: absent) shows the write: any version
+    /// other than the one seen before it (a later change or a deletion counts too).
+    pub fn shown_by(&self, current_version: Option<&str>) -> bool {
+        current_version != self.seen_version.as_deref()
+    }
+}
+
 /// What happened to one object (the `action` label of `modelsplit_writes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -380,6 +397,37 @@ mod tests {
 
     fn observed(value: Value) -> DynamicObject {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_write_is_shown_once_the_watch_has_another_version_or_none() {
+        let key = ObjectKey {
+            kind: ManagedKind::WasmPlugin,
+            namespace: "istio-system".into(),
+            name: "modelsplit".into(),
+        };
+        let updated = WrittenObject {
+            key: key.clone(),
+            seen_version: Some("41".into()),
+        };
+        assert!(
+            !updated.shown_by(Some("41")),
+            "the store still has the old object"
+        );
+        assert!(updated.shown_by(Some("42")));
+        assert!(
+            updated.shown_by(None),
+            "deleted since: nothing left to wait for"
+        );
+        let created = WrittenObject {
+            key,
+            seen_version: None,
+        };
+        assert!(
+            !created.shown_by(None),
+            "the store has not seen it created yet"
+        );
+        assert!(created.shown_by(Some("7")));
     }
 
     fn desired() -> Value {

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use modelsplit_filter::config::FilterConfig;
 
-use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer};
+use super::apply::{DesiredObject, ObjectKey, Outcome, WriteResult, Writer, WrittenObject};
 use super::error::{ClusterError, ErrorKind};
 use super::events::{EventMemory, Subject};
 use super::kinds::ManagedKind;
@@ -54,6 +54,9 @@ pub struct ReconcileOutcome {
     pub wake_at: Option<Timestamp>,
     /// A rollout is moving: plan again in about a second.
     pub rollouts_progressing: bool,
+    /// What this pass wrote: the next pass waits (briefly) for the watch to show it, so
+    /// that it does not plan from the objects as they were and write them again.
+    pub written: Vec<WrittenObject>,
 }
 
 /// Who this controller is among others on the same gateways, and how it stages writes.
@@ -340,7 +343,19 @@ impl Reconciler {
             .iter()
             .find_map(|(_, r)| r.as_ref().err())
             .map(|e| e.to_string());
+        let written = writes
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Outcome::Created | Outcome::Updated)))
+            .map(|(key, _)| WrittenObject {
+                key: key.clone(),
+                seen_version: snapshot
+                    .managed
+                    .get(key)
+                    .and_then(|o| o.metadata.resource_version.clone()),
+            })
+            .collect();
         let outcome = ReconcileOutcome {
+            written,
             writes: writes
                 .into_iter()
                 .filter_map(|(key, r)| r.ok().map(|o| (key, o)))

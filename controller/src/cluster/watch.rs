@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use kube::api::DynamicObject;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::apply::WrittenObject;
 use super::error::{ErrorKind, ResourceName};
 use super::kinds::{api_resource, ManagedKind, INFERENCE_SERVICES, SERVING_RUNTIMES};
 use super::metrics::Metrics;
@@ -61,6 +62,23 @@ impl Stores {
         for store in dynamic {
             let _ = store.wait_until_ready().await;
         }
+    }
+
+    /// Whether the watches show every one of `written` (see [`WrittenObject::shown_by`]).
+    pub fn show(&self, written: &[WrittenObject]) -> bool {
+        written.iter().all(|object| {
+            let Some((_, store)) = self.managed.iter().find(|(k, _)| *k == object.key.kind) else {
+                return true;
+            };
+            let reference = ObjectRef::new_with(&object.key.name, object.key.kind.api_resource())
+                .within(&object.key.namespace);
+            let current = store.get(&reference);
+            object.shown_by(
+                current
+                    .as_ref()
+                    .and_then(|o| o.metadata.resource_version.as_deref()),
+            )
+        })
     }
 
     /// Every store at this moment (each read atomically), sharing the stores' objects.
