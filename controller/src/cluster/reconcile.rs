@@ -192,6 +192,9 @@ impl Reconciler {
         self.count_groups(&plan);
         let served: Vec<_> = previous.values().cloned().collect();
         self.memory.seed_once(&plan.groups, &served);
+        // Planned and judged: the decoded isvcs and the configs' copies (tens of MiB at
+        // 10,000 isvcs) are not needed by the writes, which build bodies of their own.
+        drop((observed, previous, served));
         let planned = clock.lap(&self.metrics, PassStage::Plan);
 
         let writer = Writer {
