@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use modelsplit_e2e::cluster::istio::GatewayMark;
 use modelsplit_e2e::cluster::{group_yaml, Cluster};
 use modelsplit_e2e::infer::vmodel_request;
-use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::split::check_split;
 
 const NS: &str = "modelmesh-apps";
@@ -67,20 +66,7 @@ async fn assert_split(cluster: &Cluster, grpc: bool, total: usize, one: u32, two
 async fn assert_status_shows_the_split(cluster: &Cluster) {
     // Counters reach Envoy's stats on the filter's tick (at most 1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let output = std::process::Command::new(modelsplit_binary())
-        .args(["status", "--window=0", "-o", "json"])
-        .arg(format!(
-            "--admin=http://127.0.0.1:{}",
-            cluster.gateway.admin_port
-        ))
-        .output()
-        .expect("modelsplit status runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let status = cluster.gateway_status();
     let group = status
         .as_array()
         .into_iter()

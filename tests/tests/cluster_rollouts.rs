@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use modelsplit_e2e::cluster::controller::CONTROLLER_NAMESPACE;
 use modelsplit_e2e::cluster::{group_yaml, Cluster, GroupLoad};
-use modelsplit_e2e::local_gateway::modelsplit_binary;
 use modelsplit_e2e::standin::StandInConfig;
 
 const NS: &str = "apps";
@@ -187,20 +186,7 @@ async fn run_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
 async fn assert_status_shows_the_failing_canary(cluster: &Cluster) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let output = std::process::Command::new(modelsplit_binary())
-            .args(["status", "--window=0", "-o", "json"])
-            .arg(format!(
-                "--admin=http://127.0.0.1:{}",
-                cluster.gateway.admin_port
-            ))
-            .output()
-            .expect("modelsplit status runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let status = cluster.gateway_status();
         let member = |name: &str| {
             status
                 .as_array()

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use modelsplit_core::histogram::{self, Buckets};
 
-use super::outcomes::Outcome;
+use super::outcomes::{admin_buckets, Outcome};
 use modelsplit_filter::plan::ENVOY_STATS_PREFIX;
 use serde_json::Value;
 
@@ -105,14 +105,8 @@ pub fn parse_observed_stats(json: &str) -> ObservedReadings {
             let Some(("latency_ms", key)) = recorded["name"].as_str().and_then(filter_stat) else {
                 continue;
             };
-            let buckets: Buckets = recorded["buckets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|b| Some((b["upper_bound"].as_f64()?, b["cumulative"].as_u64()?)))
-                .collect();
             let entry = readings.entry(key).or_default();
-            entry.latency = histogram::sum(&entry.latency, &buckets);
+            entry.latency = histogram::sum(&entry.latency, &admin_buckets(recorded));
         }
     }
     readings

@@ -69,17 +69,21 @@ pub fn parse_route_stats(json: &str) -> RouteReadings {
             else {
                 continue;
             };
-            let buckets: Buckets = recorded["buckets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|b| Some((b["upper_bound"].as_f64()?, b["cumulative"].as_u64()?)))
-                .collect();
             let entry = readings.entry(key).or_default();
-            entry.latency = histogram::sum(&entry.latency, &buckets);
+            entry.latency = histogram::sum(&entry.latency, &admin_buckets(recorded));
         }
     }
     readings
+}
+
+/// The cumulative buckets of one histogram of Envoy's `/stats?format=json&histogram_buckets=cumulative`.
+pub(super) fn admin_buckets(recorded: &Value) -> Buckets {
+    recorded["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b["upper_bound"].as_f64()?, b["cumulative"].as_u64()?)))
+        .collect()
 }
 
 /// `vhost.<vhost>.route.modelsplit.<ns>.<model>.<kind>.<field>` → ((ns, model), field).

@@ -572,6 +572,25 @@ pub struct ShownEvent {
 }
 
 impl Cluster {
+    /// `modelsplit status --window=0 -o json` on istiod's gateway (its admin port, as
+    /// `kubectl port-forward` gives it); panics with status's stderr when it fails.
+    pub fn gateway_status(&self) -> serde_json::Value {
+        let output = std::process::Command::new(controller::modelsplit_binary())
+            .args(["status", "--window=0", "-o", "json"])
+            .arg(format!(
+                "--admin=http://127.0.0.1:{}",
+                self.gateway.admin_port
+            ))
+            .output()
+            .expect("modelsplit status runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("status -o json prints JSON")
+    }
+
     /// `kubectl annotate --overwrite isvc <name> serving.kserve.io/canaryTrafficPercent=<w>`.
     pub fn annotate_weight(&self, namespace: &str, isvc: &str, weight: &str) {
         self.admin.run(&[
